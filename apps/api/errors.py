@@ -1,0 +1,20 @@
+"""One error format for the API: {"detail": "...", "errors": {...}} for every 4xx."""
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+
+def api_exception_handler(exc, context):
+    if isinstance(exc, DjangoValidationError):
+        errors = exc.message_dict if hasattr(exc, "error_dict") else {"non_field": exc.messages}
+        first = next(iter(errors.values()))[0]
+        return Response({"detail": first, "errors": errors}, status=status.HTTP_400_BAD_REQUEST)
+    response = exception_handler(exc, context)
+    if response is None:
+        return None
+    data = response.data
+    if isinstance(data, list) or (isinstance(data, dict) and "detail" not in data):
+        response.data = {"detail": "Invalid input.", "errors": data}
+    return response

@@ -1,0 +1,28 @@
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from apps.api import views
+
+app_name = "api"
+urlpatterns = [
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("projects/", views.ProjectListCreateApi.as_view(), name="projects"),
+    path("projects/<int:project_id>/", views.ProjectDetailApi.as_view(), name="project"),
+    path("projects/<int:project_id>/members/", views.ProjectMemberApi.as_view(), name="members"),
+    path("projects/<int:project_id>/cases/import", views.CaseImportApi.as_view(), name="import"),
+    path("projects/<int:project_id>/queue/next", views.QueueNextApi.as_view(), name="queue-next"),
+    path(
+        "projects/<int:project_id>/training-runs",
+        views.TrainingRunListCreateApi.as_view(),
+        name="training-runs",
+    ),
+    path(
+        "projects/<int:project_id>/model-versions/",
+        views.ModelVersionListApi.as_view(),
+        name="model-versions",
+    ),
+    path("cases/<int:case_id>/labels", views.CaseLabelApi.as_view(), name="case-labels"),
+    path("cases/<int:case_id>/skip", views.CaseSkipApi.as_view(), name="case-skip"),
+    path("training-runs/<int:run_id>/", views.TrainingRunDetailApi.as_view(), name="training-run"),
+]

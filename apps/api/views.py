@@ -1,0 +1,229 @@
+"""The REST API: one class per operation, each calling one access check and one service."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from django.http import Http404
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.parsers import MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.api import serializers as s
+from apps.cases.importing import ImportRejected
+from apps.cases.models import Case
+from apps.cases.selectors import case_features_dict
+from apps.labeling import selectors as labeling_selectors
+from apps.labeling import services as labeling_services
+from apps.modeling import selectors as modeling_selectors
+from apps.modeling import services as modeling_services
+from apps.modeling.models import RunTrigger, TrainingRun
+from apps.projects import services as project_services
+from apps.projects.models import Role
+from apps.projects.selectors import membership_list, project_get_for_user, project_list_for_user
+from apps.projects.services import FeatureSpec
+
+
+def _case_out(case: Case) -> dict:
+    return {
+        "id": case.pk,
+        "external_id": case.external_id,
+        "occurred_at": case.occurred_at,
+        "current_label": case.current_label,
+        "features": case_features_dict(case=case),
+    }
+
+
+class ProjectListCreateApi(APIView):
+    @extend_schema(responses=s.ProjectOut(many=True))
+    def get(self, request: Request) -> Response:
+        projects = project_list_for_user(user=request.user).prefetch_related("features")
+        return Response(s.ProjectOut(projects, many=True).data)
+
+    @extend_schema(request=s.ProjectCreateIn, responses={201: s.ProjectOut})
+    def post(self, request: Request) -> Response:
+        data = s.ProjectCreateIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        features = [
+            FeatureSpec(
+                name=str(f.get("name", "")),
+                unit=str(f.get("unit", "")),
+                group=str(f.get("group", "")),
+                description=str(f.get("description", "")),
+            )
+            for f in data.validated_data["features"]
+        ]
+        project = project_services.project_create(
+            name=data.validated_data["name"],
+            classes=data.validated_data["classes"],
+            description=data.validated_data["description"],
+            features=features,
+            created_by=request.user,
+        )
+        return Response(s.ProjectOut(project).data, status=status.HTTP_201_CREATED)
+
+
+class ProjectDetailApi(APIView):
+    @extend_schema(responses=s.ProjectOut)
+    def get(self, request: Request, project_id: int) -> Response:
+        access = project_get_for_user(user=request.user, project_id=project_id)
+        return Response(s.ProjectOut(access.project).data)
+
+
+class ProjectMemberApi(APIView):
+    @extend_schema(responses=s.MemberOut(many=True))
+    def get(self, request: Request, project_id: int) -> Response:
+        access = project_get_for_user(user=request.user, project_id=project_id, role=Role.ADMIN)
+        return Response(s.MemberOut(membership_list(project=access.project), many=True).data)
+
+    @extend_schema(request=s.MemberIn, responses={201: s.MemberOut})
+    def post(self, request: Request, project_id: int) -> Response:
+        access = project_get_for_user(user=request.user, project_id=project_id, role=Role.ADMIN)
+        data = s.MemberIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        membership = project_services.membership_set(project=access.project, **data.validated_data)
+        return Response(s.MemberOut(membership).data, status=status.HTTP_201_CREATED)
+
+
+class CaseImportApi(APIView):
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(
+        request={
+            "multipart/form-data": {
+                "type": "object",
+                "properties": {"file": {"type": "string", "format": "binary"}},
+            }
+        },
+        responses={201: s.ImportOut, 400: s.ImportErrorOut},
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        access = project_get_for_user(
+            user=request.user, project_id=project_id, role=Role.DATA_SCIENTIST
+        )
+        upload = request.FILES.get("file")
+        if upload is None:
+            return Response(
+                {"detail": "Send the file as multipart field 'file'.", "errors": []},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        with tempfile.NamedTemporaryFile(suffix=Path(upload.name or "").suffix[:10]) as spooled:
+            for block in upload.chunks():
+                spooled.write(block)
+            spooled.flush()
+            try:
+                result = labeling_services.cases_import(
+                    project=access.project,
+                    path=Path(spooled.name),
+                    filename=upload.name or "upload",
+                    imported_by=request.user,
+                )
+            except ImportRejected as rejected:
+                return Response(
+                    {
+                        "detail": rejected.summary(),
+                        "errors": [issue.as_dict() for issue in rejected.issues],
+                        "more_errors": rejected.more,
+                    },
+                    status=status.HTTP_400_BAD_REQUEST,
+                )
+        return Response(
+            {
+                "imported": result.imported,
+                "labels": result.labels,
+                "import_batch": result.batch.pk,
+                "ignored_columns": result.ignored_columns,
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class QueueNextApi(APIView):
+    @extend_schema(responses={200: s.CaseOut, 204: OpenApiResponse(description="Queue empty")})
+    def get(self, request: Request, project_id: int) -> Response:
+        access = project_get_for_user(user=request.user, project_id=project_id)
+        case = labeling_selectors.queue_next_case(project=access.project, user=request.user)
+        if case is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(_case_out(case))
+
+
+def _case_for_user(request: Request, case_id: int) -> tuple[Case, object]:
+    project_id = Case.objects.filter(pk=case_id).values_list("project_id", flat=True).first()
+    if project_id is None:
+        raise Http404("No such case")
+    access = project_get_for_user(user=request.user, project_id=project_id)
+    return Case.objects.select_related("project").get(pk=case_id), access
+
+
+class CaseLabelApi(APIView):
+    @extend_schema(responses=s.LabelOut(many=True))
+    def get(self, request: Request, case_id: int) -> Response:
+        case, _ = _case_for_user(request, case_id)
+        return Response(s.LabelOut(labeling_selectors.label_history(case=case), many=True).data)
+
+    @extend_schema(request=s.LabelIn, responses={201: s.LabelOut})
+    def post(self, request: Request, case_id: int) -> Response:
+        case, _ = _case_for_user(request, case_id)
+        data = s.LabelIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        label = labeling_services.label_record(
+            case=case,
+            value=data.validated_data["value"],
+            author=request.user,
+            note=data.validated_data["note"],
+        )
+        return Response(s.LabelOut(label).data, status=status.HTTP_201_CREATED)
+
+
+class CaseSkipApi(APIView):
+    @extend_schema(request=None, responses={204: None})
+    def post(self, request: Request, case_id: int) -> Response:
+        case, _ = _case_for_user(request, case_id)
+        labeling_services.case_skip(case=case, user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TrainingRunListCreateApi(APIView):
+    @extend_schema(responses=s.TrainingRunOut(many=True))
+    def get(self, request: Request, project_id: int) -> Response:
+        access = project_get_for_user(user=request.user, project_id=project_id)
+        runs = modeling_selectors.training_run_list(project=access.project)[:100]
+        return Response(s.TrainingRunOut(runs, many=True).data)
+
+    @extend_schema(request=None, responses={202: s.TrainingRunOut})
+    def post(self, request: Request, project_id: int) -> Response:
+        access = project_get_for_user(
+            user=request.user, project_id=project_id, role=Role.DATA_SCIENTIST
+        )
+        run, created = modeling_services.training_run_request(
+            project=access.project, trigger=RunTrigger.API, requested_by=request.user
+        )
+        body = s.TrainingRunOut(run).data
+        body["created"] = created
+        return Response(body, status=status.HTTP_202_ACCEPTED)
+
+
+class TrainingRunDetailApi(APIView):
+    @extend_schema(responses=s.TrainingRunOut)
+    def get(self, request: Request, run_id: int) -> Response:
+        project_id = (
+            TrainingRun.objects.filter(pk=run_id).values_list("project_id", flat=True).first()
+        )
+        if project_id is None:
+            raise Http404("No such training run")
+        access = project_get_for_user(user=request.user, project_id=project_id)
+        run = modeling_selectors.training_run_get(project=access.project, run_id=run_id)
+        return Response(s.TrainingRunOut(run).data)
+
+
+class ModelVersionListApi(APIView):
+    @extend_schema(responses=s.ModelVersionOut(many=True))
+    def get(self, request: Request, project_id: int) -> Response:
+        access = project_get_for_user(user=request.user, project_id=project_id)
+        versions = modeling_selectors.model_version_list(project=access.project)
+        return Response(s.ModelVersionOut(versions, many=True).data)

@@ -1,0 +1,1 @@
+"""Cases: the patients or records to label, and how they are imported."""

@@ -1,0 +1,62 @@
+"""Cases and the imports that brought them in."""
+
+from django.conf import settings
+from django.db import models
+
+from apps.projects.models import Project
+
+
+class ImportBatch(models.Model):
+    """One successful import of a file. Failed imports store nothing."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="import_batches")
+    filename = models.CharField(max_length=255)
+    file_format = models.CharField(max_length=10)
+    case_count = models.PositiveIntegerField(default=0)
+    label_count = models.PositiveIntegerField(default=0)
+    imported_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.filename} ({self.case_count} cases)"
+
+
+class Case(models.Model):
+    """A patient or record to label.
+
+    Feature values are stored as one packed little-endian float64 vector per case, in the order of
+    the project's features (NaN = missing): training reads a million cases as one buffer instead of
+    building a million dicts from JSON.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="cases")
+    external_id = models.CharField(max_length=200)
+    occurred_at = models.DateTimeField(null=True, blank=True)
+    features = models.BinaryField()
+    import_batch = models.ForeignKey(
+        ImportBatch, on_delete=models.PROTECT, related_name="cases", null=True, blank=True
+    )
+    # The value of the newest label row ('' when unlabeled). Only the labeling service writes
+    # it, in the same transaction as the label row, with the case row locked.
+    current_label = models.CharField(max_length=100, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "external_id"], name="case_unique_external_id"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["project", "current_label", "id"], name="case_queue_idx"),
+            models.Index(fields=["project", "occurred_at"], name="case_occurred_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.external_id

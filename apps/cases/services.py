@@ -1,0 +1,173 @@
+"""Writes to cases: the all-or-nothing import of a case file."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from apps.accounts.models import User
+from apps.cases import bulk
+from apps.cases.importing import (
+    CaseChunk,
+    CaseFileReader,
+    ImportIssue,
+    ImportRejected,
+    detect_format,
+    feature_columns_from_header,
+    read_columns,
+)
+from apps.cases.models import Case, ImportBatch
+from apps.projects.models import Project
+from apps.projects.selectors import project_features
+from apps.projects.services import FeatureSpec, project_features_define
+
+logger = logging.getLogger(__name__)
+
+# Called for each stored chunk that carries labels: (batch, case ids, label values).
+LabelSink = Callable[[ImportBatch, np.ndarray, list[str]], int]
+
+
+@dataclass
+class ImportResult:
+    batch: ImportBatch
+    imported: int
+    labels: int
+    ignored_columns: list[str] = field(default_factory=list)
+
+
+def case_import(
+    *,
+    project: Project,
+    path: Path,
+    filename: str,
+    imported_by: User,
+    label_sink: LabelSink | None = None,
+) -> ImportResult:
+    """Import a CSV or Parquet file of cases into `project`, all or nothing.
+
+    Rows are read, checked and stored chunk by chunk inside one transaction, so memory stays
+    bounded; the first problem stops the storing, the rest of the file is still checked so the
+    report names every offending row, and the transaction is rolled back.
+    """
+    size = path.stat().st_size
+    if size > settings.CASEBOOK_MAX_IMPORT_BYTES:
+        limit_mb = settings.CASEBOOK_MAX_IMPORT_BYTES // (1024 * 1024)
+        raise ImportRejected(
+            [ImportIssue(f"The file is {size / 1048576:.0f} MB; the limit is {limit_mb} MB.")]
+        )
+    file_format = detect_format(path, filename)
+    columns = read_columns(path, file_format)
+    with transaction.atomic():
+        # Lock the project so two imports into it cannot both pass the duplicate-id check.
+        project = Project.objects.select_for_update().get(pk=project.pk)
+        features = [f.name for f in project_features(project=project)]
+        if not features:
+            features = feature_columns_from_header(columns)
+            if not features:
+                raise ImportRejected([ImportIssue("The file has no feature columns.")])
+            try:
+                project_features_define(
+                    project=project, features=[FeatureSpec(name=n) for n in features]
+                )
+            except ValidationError as error:
+                raise ImportRejected([ImportIssue(m) for m in error.messages]) from None
+        known = set(Case.objects.filter(project=project).values_list("external_id", flat=True))
+        reader = CaseFileReader(
+            path=path,
+            file_format=file_format,
+            features=features,
+            classes=list(project.classes),
+            known_external_ids=known,
+            columns=columns,
+        )
+        reader.check_columns()
+        batch = ImportBatch.objects.create(
+            project=project,
+            filename=filename[:255],
+            file_format=file_format,
+            imported_by=imported_by,
+        )
+        imported = labels = 0
+        for chunk in reader.chunks():
+            case_ids = _store_chunk(project, batch, chunk)
+            imported += len(chunk)
+            if chunk.labels is not None and label_sink is not None:
+                labels += label_sink(batch, case_ids, chunk.labels)
+        if reader.log:
+            # Raising inside the atomic block rolls back every chunk already stored.
+            raise reader.log.reject()
+        batch.case_count = imported
+        batch.label_count = labels
+        batch.save(update_fields=["case_count", "label_count"])
+    ignored = [
+        c for c in columns if c not in features and c not in ("external_id", "occurred_at", "label")
+    ]
+    logger.info(
+        "import %s: %d cases, %d labels into project %s", batch.pk, imported, labels, project.pk
+    )
+    return ImportResult(batch=batch, imported=imported, labels=labels, ignored_columns=ignored)
+
+
+def _store_chunk(project: Project, batch: ImportBatch, chunk: CaseChunk) -> np.ndarray:
+    labels = chunk.labels or [""] * len(chunk)
+    if bulk.is_postgresql():
+        return _copy_chunk(project, batch, chunk, labels)
+    now = timezone.now()
+    occurred = chunk.occurred_at.astype("datetime64[us]").astype(object)
+    rows = [
+        Case(
+            project=project,
+            external_id=external_id,
+            occurred_at=None if when is None else when.replace(tzinfo=UTC),
+            features=chunk.features[i].tobytes(),
+            import_batch=batch,
+            current_label=labels[i],
+            created_at=now,
+        )
+        for i, (external_id, when) in enumerate(zip(chunk.external_ids, occurred, strict=True))
+    ]
+    created = Case.objects.bulk_create(rows, batch_size=500)
+    return np.array([case.pk for case in created], dtype=np.int64)
+
+
+def _copy_chunk(
+    project: Project, batch: ImportBatch, chunk: CaseChunk, labels: list[str]
+) -> np.ndarray:
+    n = len(chunk)
+    ids = bulk.reserve_ids(Case._meta.db_table, n)
+    width = chunk.features.shape[1] * 16  # hex digits per row
+    hex_features = chunk.features.tobytes().hex()
+    occurred = bulk.timestamps_for_copy(chunk.occurred_at)
+    now = timezone.now().isoformat()
+    fixed = f"\t{batch.pk}\t{now}\t"
+    project_prefix = f"{project.pk}\t"
+    escape = bulk.copy_text
+    lines = [
+        f"{ids[i]}\t{project_prefix}{escape(chunk.external_ids[i])}\t{occurred[i]}\t"
+        f"\\\\x{hex_features[i * width : (i + 1) * width]}{fixed}{escape(labels[i])}\n"
+        for i in range(n)
+    ]
+    bulk.copy_lines(
+        Case._meta.db_table,
+        [
+            "id",
+            "project_id",
+            "external_id",
+            "occurred_at",
+            "features",
+            "import_batch_id",
+            "created_at",
+            "current_label",
+        ],
+        lines,
+    )
+    return ids

@@ -1,0 +1,1 @@
+"""Labeling: the append-only label history, the queue and exports."""

@@ -1,0 +1,204 @@
+"""The labeling screen, the import page and the label exports."""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from pathlib import Path
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import trigger_client_event
+
+from apps.cases.importing import ImportRejected
+from apps.cases.models import Case
+from apps.cases.selectors import case_features_dict, case_get_in_project, import_batch_list
+from apps.labeling import selectors, services
+from apps.labeling.models import LabelKind
+from apps.projects.models import Role
+from apps.projects.selectors import ProjectAccess, project_features, project_get_for_user
+
+
+def _case_context(access: ProjectAccess, user, case: Case | None, **extra) -> dict:
+    project = access.project
+    groups: dict[str, list[dict]] = {}
+    prediction = None
+    history = []
+    if case is not None:
+        values = case_features_dict(case=case)
+        for feature in project_features(project=project):
+            groups.setdefault(feature.group or "Features", []).append(
+                {"feature": feature, "value": values.get(feature.name)}
+            )
+        if project.show_predictions:
+            prediction = selectors.case_score_get(case=case)
+        history = list(selectors.label_history(case=case)[:5])
+    return {
+        "project": project,
+        "access": access,
+        "case": case,
+        "feature_groups": groups,
+        "prediction": prediction,
+        "history": history,
+        "class_keys": list(enumerate(project.classes, start=1)),
+        "progress": selectors.label_progress(project=project, user=user),
+        "recent": selectors.label_recent_for_user(project=project, user=user, limit=5),
+        **extra,
+    }
+
+
+def _case_panel(request: HttpRequest, access: ProjectAccess, case: Case | None, **extra):
+    context = _case_context(access, request.user, case, **extra)
+    template = "labeling/label.html"
+    if request.htmx:
+        template += "#case-panel"
+    return render(request, template, context)
+
+
+@login_required
+@require_GET
+def label_page(request: HttpRequest, project_id: int) -> HttpResponse:
+    """The next case to label, or the case named by ?case= (to correct a label)."""
+    access = project_get_for_user(user=request.user, project_id=project_id)
+    case = None
+    if request.GET.get("case"):
+        try:
+            case = case_get_in_project(project=access.project, case_id=int(request.GET["case"]))
+        except ValueError:
+            case = None
+        if case is None:
+            raise Http404("No such case in this project")
+    else:
+        case = selectors.queue_next_case(project=access.project, user=request.user)
+    return _case_panel(request, access, case)
+
+
+@login_required
+@require_POST
+def label_submit(request: HttpRequest, project_id: int, case_id: int) -> HttpResponse:
+    access = project_get_for_user(user=request.user, project_id=project_id)
+    case = case_get_in_project(project=access.project, case_id=case_id)
+    if case is None:
+        raise Http404("No such case in this project")
+    value = request.POST.get("value", "")
+    try:
+        label = services.label_record(case=case, value=value, author=request.user)
+    except ValidationError as error:
+        response = _case_panel(request, access, case, error=" ".join(error.messages))
+        response.status_code = 400
+        return response
+    next_case = selectors.queue_next_case(project=access.project, user=request.user)
+    verb = "Relabeled" if label.kind == LabelKind.RELABELED else "Labeled"
+    return _case_panel(
+        request, access, next_case, notice=f"{verb} {case.external_id} as {label.value}."
+    )
+
+
+@login_required
+@require_POST
+def label_skip(request: HttpRequest, project_id: int, case_id: int) -> HttpResponse:
+    access = project_get_for_user(user=request.user, project_id=project_id)
+    case = case_get_in_project(project=access.project, case_id=case_id)
+    if case is None:
+        raise Http404("No such case in this project")
+    services.case_skip(case=case, user=request.user)
+    next_case = selectors.queue_next_case(project=access.project, user=request.user)
+    return _case_panel(request, access, next_case, notice=f"Skipped {case.external_id}.")
+
+
+@login_required
+@require_POST
+def label_undo(request: HttpRequest, project_id: int) -> HttpResponse:
+    access = project_get_for_user(user=request.user, project_id=project_id)
+    try:
+        undo = services.label_undo_last(project=access.project, author=request.user)
+    except ValidationError as error:
+        next_case = selectors.queue_next_case(project=access.project, user=request.user)
+        return _case_panel(request, access, next_case, error=" ".join(error.messages))
+    case = undo.case
+    restored = f" (back to {undo.value})" if undo.value else ""
+    return _case_panel(
+        request, access, case, notice=f"Undid your label of {case.external_id}{restored}."
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def import_cases(request: HttpRequest, project_id: int) -> HttpResponse:
+    access = project_get_for_user(
+        user=request.user, project_id=project_id, role=Role.DATA_SCIENTIST
+    )
+    project = access.project
+    context: dict = {"project": project, "access": access}
+    status = 200
+    if request.method == "POST":
+        upload = request.FILES.get("file")
+        if upload is None:
+            context["error"] = "Choose a CSV or Parquet file to import."
+            status = 400
+        else:
+            try:
+                result = _import_upload(access, request.user, upload)
+            except ImportRejected as rejected:
+                context["rejected"] = rejected
+                status = 400
+            else:
+                context["result"] = result
+    context["batches"] = import_batch_list(project=project)[:10]
+    context["features"] = project_features(project=project)
+    template = "labeling/import.html"
+    if request.htmx:
+        template += "#import-result"
+    response = render(request, template, context, status=status)
+    if request.htmx and "result" in context:
+        trigger_client_event(response, "casesImported")
+    return response
+
+
+def _import_upload(access: ProjectAccess, user, upload):
+    # Uploads are spooled to a named file so pyarrow can stream it in chunks.
+    suffix = Path(upload.name or "upload").suffix[:10]
+    with tempfile.NamedTemporaryFile(suffix=suffix) as spooled:
+        for block in upload.chunks():
+            spooled.write(block)
+        spooled.flush()
+        return services.cases_import(
+            project=access.project,
+            path=Path(spooled.name),
+            filename=upload.name or "upload",
+            imported_by=user,
+        )
+
+
+EXPORTS = {
+    "labels": selectors.current_labels_frame,
+    "history": selectors.label_history_frame,
+}
+
+
+@login_required
+@require_GET
+def export_labels(request: HttpRequest, project_id: int, what: str, file_format: str):
+    access = project_get_for_user(
+        user=request.user, project_id=project_id, role=Role.DATA_SCIENTIST
+    )
+    if what not in EXPORTS or file_format not in ("csv", "parquet"):
+        return HttpResponseBadRequest("Export 'labels' or 'history' as csv or parquet.")
+    frame = EXPORTS[what](project=access.project)
+    stamp = timezone.now().strftime("%Y%m%d-%H%M")
+    filename = f"project-{access.project.pk}-{what}-{stamp}.{file_format}"
+    if file_format == "csv":
+        body = frame.to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%S%z").encode()
+        content_type = "text/csv; charset=utf-8"
+    else:
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        body = buffer.getvalue()
+        content_type = "application/vnd.apache.parquet"
+    response = HttpResponse(body, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response

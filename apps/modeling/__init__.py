@@ -1,0 +1,1 @@
+"""Modeling: training runs, model versions and the retrain scheduler."""

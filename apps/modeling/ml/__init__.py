@@ -1,0 +1,1 @@
+"""Pure machine-learning code: pipelines, splits, metrics and model files. No Django here."""

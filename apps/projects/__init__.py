@@ -1,0 +1,1 @@
+"""Projects: a labeling project, its classes, features and members with roles."""

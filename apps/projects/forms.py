@@ -1,0 +1,60 @@
+"""Forms for creating a project, its settings and its members."""
+
+from django import forms
+
+from apps.projects.models import Role
+from apps.projects.services import FeatureSpec
+
+
+class ProjectCreateForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
+    classes = forms.CharField(
+        help_text="Comma-separated, in the order of their number keys, e.g. "
+        "heart_failure, no_heart_failure",
+    )
+    features = forms.CharField(
+        widget=forms.Textarea(
+            attrs={"rows": 5, "placeholder": "age, years, Demographics\ncreatinine, mg/dL, Labs"}
+        ),
+        required=False,
+        help_text="One per line: name, unit, group (unit and group optional). Leave empty to take "
+        "every column of the first import except external_id, occurred_at and label.",
+    )
+
+    def clean_classes(self) -> list[str]:
+        return [c.strip() for c in self.cleaned_data["classes"].split(",") if c.strip()]
+
+    def clean_features(self) -> list[FeatureSpec]:
+        specs = []
+        for number, line in enumerate(self.cleaned_data["features"].splitlines(), start=1):
+            if not line.strip():
+                continue
+            parts = [p.strip() for p in line.split(",")]
+            if len(parts) > 3:
+                raise forms.ValidationError(
+                    f"Line {number}: expected 'name, unit, group', got {len(parts)} parts."
+                )
+            parts += [""] * (3 - len(parts))
+            specs.append(FeatureSpec(name=parts[0], unit=parts[1], group=parts[2]))
+        return specs
+
+
+class ProjectSettingsForm(forms.Form):
+    show_predictions = forms.BooleanField(
+        required=False, label="Show the model's prediction while labeling"
+    )
+    auto_retrain = forms.BooleanField(
+        required=False, label="Retrain automatically as labels change"
+    )
+    retrain_min_new_labels = forms.IntegerField(
+        min_value=1, label="Retrain after this many new labels"
+    )
+    retrain_quiet_seconds = forms.IntegerField(
+        min_value=0, label="…or after this many seconds without new labels"
+    )
+
+
+class MembershipForm(forms.Form):
+    username = forms.CharField(max_length=150)
+    role = forms.ChoiceField(choices=Role.choices)

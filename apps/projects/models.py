@@ -1,0 +1,89 @@
+"""A project: the classes a case can be labeled with, its features and its members."""
+
+from django.conf import settings
+from django.db import models
+
+
+class Role(models.TextChoices):
+    CLINICIAN = "clinician", "Clinician"
+    REVIEWER = "reviewer", "Reviewer (SME)"
+    DATA_SCIENTIST = "data_scientist", "Data scientist"
+    ADMIN = "admin", "Admin"
+
+
+# Each role can do everything the roles below it can.
+ROLE_RANK: dict[str, int] = {
+    Role.CLINICIAN: 1,
+    Role.REVIEWER: 2,
+    Role.DATA_SCIENTIST: 3,
+    Role.ADMIN: 4,
+}
+
+
+class Project(models.Model):
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    classes = models.JSONField(help_text="Label classes in the order of their number keys.")
+    show_predictions = models.BooleanField(
+        default=False,
+        help_text="Show the model's prediction while labeling. Off by default to avoid anchoring.",
+    )
+    auto_retrain = models.BooleanField(default=True)
+    retrain_min_new_labels = models.PositiveIntegerField(
+        default=20, help_text="Retrain as soon as this many labels changed since the last run."
+    )
+    retrain_quiet_seconds = models.PositiveIntegerField(
+        default=60, help_text="Or retrain once labeling has been quiet this long."
+    )
+    # Bumped by the labeling service with every label row; the retrain scheduler compares it
+    # with the version a run was trained on.
+    labels_version = models.PositiveBigIntegerField(default=0)
+    last_labeled_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Feature(models.Model):
+    """A numeric column of the cases. `position` is its index in the stored feature vector."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="features")
+    name = models.CharField(max_length=100)
+    position = models.PositiveIntegerField()
+    unit = models.CharField(max_length=40, blank=True)
+    group = models.CharField(max_length=60, blank=True)
+    description = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["project", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="feature_unique_name"),
+            models.UniqueConstraint(fields=["project", "position"], name="feature_unique_position"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.unit})" if self.unit else self.name
+
+
+class Membership(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=20, choices=Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "user"], name="membership_unique_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} — {self.get_role_display()} in {self.project}"

@@ -1,0 +1,70 @@
+"""Reads of projects, and the one access check every view and API endpoint calls first."""
+
+from dataclasses import dataclass
+
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import Http404
+
+from apps.accounts.models import User
+from apps.projects.models import ROLE_RANK, Feature, Membership, Project, Role
+
+
+@dataclass(frozen=True)
+class ProjectAccess:
+    project: Project
+    role: str
+
+    def can(self, role: str) -> bool:
+        return ROLE_RANK[self.role] >= ROLE_RANK[role]
+
+    @property
+    def role_label(self) -> str:
+        return str(Role(self.role).label)
+
+    @property
+    def can_manage_data(self) -> bool:
+        return self.can(Role.DATA_SCIENTIST)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.can(Role.ADMIN)
+
+
+def project_list_for_user(*, user: User) -> QuerySet[Project]:
+    if not user.is_authenticated:
+        return Project.objects.none()
+    return Project.objects.filter(memberships__user=user)
+
+
+def project_get_for_user(
+    *, user: User, project_id: int, role: str = Role.CLINICIAN
+) -> ProjectAccess:
+    """The project if `user` is a member with at least `role`.
+
+    Not a member (or no such project): 404, so that ids reveal nothing. A member whose role is too
+    low: 403.
+    """
+    if not user.is_authenticated:
+        raise Http404("No such project")
+    membership = (
+        Membership.objects.select_related("project")
+        .filter(project_id=project_id, user=user)
+        .first()
+    )
+    if membership is None:
+        raise Http404("No such project")
+    access = ProjectAccess(project=membership.project, role=membership.role)
+    if not access.can(role):
+        raise PermissionDenied(
+            f"This needs the {Role(role).label} role; you are {Role(membership.role).label}."
+        )
+    return access
+
+
+def project_features(*, project: Project) -> list[Feature]:
+    return list(Feature.objects.filter(project=project).order_by("position"))
+
+
+def membership_list(*, project: Project) -> QuerySet[Membership]:
+    return Membership.objects.filter(project=project).select_related("user").order_by("role", "id")

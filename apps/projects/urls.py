@@ -1,0 +1,10 @@
+from django.urls import path
+
+from apps.projects import views
+
+app_name = "projects"
+urlpatterns = [
+    path("new/", views.project_create, name="create"),
+    path("<int:project_id>/settings/", views.project_settings, name="settings"),
+    path("<int:project_id>/members/", views.project_members, name="members"),
+]

@@ -1,0 +1,1 @@
+"""Workbench: the pages that compose the lower apps (home, project page) and demo data."""

@@ -1,0 +1,9 @@
+from django.urls import path
+
+from apps.workbench import views
+
+app_name = "workbench"
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("projects/<int:project_id>/", views.project_page, name="project"),
+]

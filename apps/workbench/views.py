@@ -1,0 +1,40 @@
+"""The home page (my projects) and the project page, composed from the lower apps' selectors."""
+
+from django.contrib.auth.decorators import login_required
+from django.db.models import Count
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from apps.labeling.selectors import label_progress
+from apps.modeling.views import runs_panel_context
+from apps.projects.models import Role
+from apps.projects.selectors import project_features, project_get_for_user, project_list_for_user
+
+
+@login_required
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    projects = (
+        project_list_for_user(user=request.user)
+        .annotate(case_total=Count("cases", distinct=True))
+        .order_by("name")
+    )
+    roles = dict(request.user.memberships.values_list("project_id", "role"))
+    rows = [{"project": p, "role": Role(roles[p.pk]).label} for p in projects]
+    return render(request, "workbench/home.html", {"rows": rows})
+
+
+@login_required
+@require_GET
+def project_page(request: HttpRequest, project_id: int) -> HttpResponse:
+    access = project_get_for_user(user=request.user, project_id=project_id)
+    context = {
+        **runs_panel_context(access),
+        "progress": label_progress(project=access.project, user=request.user),
+        "features": project_features(project=access.project),
+    }
+    template = "workbench/project.html"
+    if request.htmx and request.GET.get("fragment") == "progress":
+        template += "#progress"
+    return render(request, template, context)

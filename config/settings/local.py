@@ -1,0 +1,8 @@
+"""The embedded default: SQLite and a file-system broker, nothing to install."""
+
+from config.settings.base import *  # noqa: F403
+from config.settings.base import VAR_DIR
+
+DEBUG = True
+
+VAR_DIR.mkdir(parents=True, exist_ok=True)
