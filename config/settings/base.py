@@ -136,7 +136,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Celery: JSON only, bounded tasks, results kept in our own tables rather than a backend.
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://localhost/")
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True

@@ -1,6 +1,7 @@
 """Tests: SQLite in memory unless DATABASE_URL names a server; fast password hashing."""
 
 from config.settings.base import *  # noqa: F403
+from config.env import env_str
 from config.settings.base import VAR_DIR
 
 DEBUG = False
@@ -10,3 +11,7 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+
+# Unit tests enqueue into memory (nothing consumes it); integration tests name a real broker.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "memory://localhost/")
+CASEBOOK_MODEL_DIR = VAR_DIR / "test-models"

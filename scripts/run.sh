@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The embedded default: SQLite, a file-system broker, one Celery worker (with its scheduler) in
+# its own process, and the web server on 127.0.0.1:8000. Nothing else to install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/venv.sh
+export DJANGO_SETTINGS_MODULE=${DJANGO_SETTINGS_MODULE:-config.settings.local}
+var=${CASEBOOK_VAR_DIR:-var}
+mkdir -p "$var/log" "$var/broker/queue" "$var/broker/processed"
+host=${CASEBOOK_HOST:-127.0.0.1}
+port=${CASEBOOK_PORT:-8000}
+
+.venv/bin/python manage.py migrate --no-input -v 0
+.venv/bin/python manage.py load_demo
+
+.venv/bin/celery -A config worker --beat --schedule "$var/celerybeat-schedule" \
+  -Q default,ml --concurrency 1 --loglevel INFO >"$var/log/worker.log" 2>&1 &
+worker=$!
+trap 'kill $worker 2>/dev/null; wait $worker 2>/dev/null' EXIT INT TERM
+
+cat <<MSG
+
+  Casebook is running at http://$host:$port/
+  Log in as clinician, reviewer, scientist or admin (password: casebook-demo).
+  The admin is at http://$host:$port/admin/ (scientist or admin), the API at /api/docs/.
+  Worker log: $var/log/worker.log. Stop with Ctrl-C.
+
+MSG
+.venv/bin/python manage.py runserver "$host:$port" --noreload

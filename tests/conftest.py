@@ -1,0 +1,103 @@
+"""Shared fixtures: the personas of a project, and helpers to build case files."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+import pandas as pd
+import pytest
+
+from apps.accounts.models import User
+from apps.projects.models import Project, Role
+from apps.projects.services import FeatureSpec, membership_set, project_create
+
+PASSWORD = "a-long-test-password"
+
+
+def _user(username: str) -> User:
+    user = User.objects.create_user(username=username, password=PASSWORD)
+    return user
+
+
+@pytest.fixture
+def data_scientist(db) -> User:
+    return _user("dana")
+
+
+@pytest.fixture
+def clinician(db) -> User:
+    return _user("clara")
+
+
+@pytest.fixture
+def reviewer(db) -> User:
+    return _user("rafael")
+
+
+@pytest.fixture
+def outsider(db) -> User:
+    """A member of another project only."""
+    user = _user("olga")
+    project_create(name="Someone else's project", classes=["a", "b"], created_by=user)
+    return user
+
+
+@pytest.fixture
+def project(data_scientist, clinician, reviewer) -> Project:
+    project = project_create(
+        name="Heart failure",
+        classes=["no_heart_failure", "heart_failure"],
+        features=[
+            FeatureSpec(name="age", unit="years", group="Demographics"),
+            FeatureSpec(name="creatinine", unit="mg/dL", group="Labs"),
+            FeatureSpec(name="nt_pro_bnp", unit="pg/mL", group="Labs"),
+        ],
+        created_by=data_scientist,
+    )
+    membership_set(project=project, username=data_scientist.username, role=Role.DATA_SCIENTIST)
+    membership_set(project=project, username=clinician.username, role=Role.CLINICIAN)
+    membership_set(project=project, username=reviewer.username, role=Role.REVIEWER)
+    return project
+
+
+def make_cases_frame(n: int, seed: int = 0, labeled: float = 1.0, start: str = "2024-01-01"):
+    """A small heart-failure-like frame whose label depends on the features (so models learn)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    age = rng.normal(65, 10, n).round(1)
+    creatinine = rng.lognormal(0, 0.3, n).round(2)
+    bnp = rng.lognormal(5, 1, n).round(0)
+    risk = 0.04 * (age - 65) + 1.2 * (np.log(bnp) - 5) + rng.normal(0, 0.7, n)
+    label = np.where(risk > 0.8, "heart_failure", "no_heart_failure").astype(object)
+    label[rng.random(n) >= labeled] = ""
+    return pd.DataFrame(
+        {
+            "external_id": [f"p{i:06d}" for i in range(n)],
+            "occurred_at": pd.date_range(start, periods=n, freq="h", tz="UTC"),
+            "age": age,
+            "creatinine": creatinine,
+            "nt_pro_bnp": bnp,
+            "label": label,
+        }
+    )
+
+
+@pytest.fixture
+def cases_csv(tmp_path) -> Callable[..., object]:
+    def write(frame: pd.DataFrame | str, name: str = "cases.csv"):
+        path = tmp_path / name
+        if isinstance(frame, str):
+            path.write_text(frame, encoding="utf-8")
+        else:
+            frame.to_csv(path, index=False)
+        return path
+
+    return write
+
+
+def csv_upload(text: str, name: str = "cases.csv") -> io.BytesIO:
+    handle = io.BytesIO(text.encode())
+    handle.name = name
+    return handle
