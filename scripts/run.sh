@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 source scripts/venv.sh
 export DJANGO_SETTINGS_MODULE=${DJANGO_SETTINGS_MODULE:-config.settings.local}
 var=${CASEBOOK_VAR_DIR:-var}
-mkdir -p "$var/log" "$var/broker/queue" "$var/broker/processed"
+mkdir -p "$var/log" "$var/broker/queue" "$var/broker/processed" "$var/broker/control"
 host=${CASEBOOK_HOST:-127.0.0.1}
 port=${CASEBOOK_PORT:-8000}
 

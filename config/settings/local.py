@@ -6,5 +6,5 @@ from config.settings.base import VAR_DIR
 DEBUG = True
 
 VAR_DIR.mkdir(parents=True, exist_ok=True)
-for _folder in ("queue", "processed"):
+for _folder in ("queue", "processed", "control"):
     (VAR_DIR / "broker" / _folder).mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Tests: SQLite in memory unless DATABASE_URL names a server; fast password hashing."""
 
-from config.settings.base import *  # noqa: F403
 from config.env import env_str
+from config.settings.base import *  # noqa: F403
 from config.settings.base import VAR_DIR
 
 DEBUG = False
