@@ -6,6 +6,14 @@ from apps.modeling.models import ModelVersion, TrainingRun
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
+    """Read-only, and staff who are not superusers see only their own projects' rows."""
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        if request.user.is_superuser:
+            return queryset
+        return queryset.filter(project__memberships__user=request.user)
+
     def has_add_permission(self, request, obj=None) -> bool:
         return False
 

@@ -26,6 +26,12 @@ class ProjectAdmin(admin.ModelAdmin):
     inlines = [FeatureInline, MembershipInline]
     actions = ["retrain"]
 
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        if request.user.is_superuser:
+            return queryset
+        return queryset.filter(memberships__user=request.user)
+
     @admin.action(description="Retrain the selected projects")
     def retrain(self, request, queryset) -> None:
         for project in queryset:

@@ -6,6 +6,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from django.contrib.auth.models import Group, Permission
 from django.db import transaction
 
 from apps.accounts.models import User
@@ -29,6 +30,22 @@ class DemoProject:
     created: bool
     cases: int
     labels: int
+
+
+ADMIN_VIEW_PERMISSIONS = [
+    "view_project",
+    "view_trainingrun",
+    "view_modelversion",
+    "view_importbatch",
+    "view_label",
+]
+
+
+def data_scientists_group() -> Group:
+    """A group whose members may browse projects, runs and model versions in the admin."""
+    group, _ = Group.objects.get_or_create(name="Data scientists")
+    group.permissions.add(*Permission.objects.filter(codename__in=ADMIN_VIEW_PERMISSIONS))
+    return group
 
 
 def demo_users_ensure(*, password: str = DEMO_PASSWORD) -> dict[str, User]:
