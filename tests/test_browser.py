@@ -1,0 +1,160 @@
+"""The labeling screen in a real browser: keys label, undo and skip without reloading the page."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from apps.labeling.models import Label, LabelKind, Skip
+from apps.labeling.services import cases_import
+from tests.conftest import PASSWORD, make_cases_frame
+
+# Playwright's sync API runs an event loop in this thread; Django's ORM would refuse to run here.
+os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TIMEOUT_MS = 10_000
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is missing; the browser tests need Debian's chromium."
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1366, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def log_in(page, base_url: str, username: str) -> None:
+    page.goto(f"{base_url}/accounts/login/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    with page.expect_navigation():
+        page.click("button.primary")
+    assert "/accounts/login/" not in page.url, "login failed"
+
+
+def shown_case_id(page) -> str:
+    return page.locator(".case-id").inner_text().strip()
+
+
+def wait_for_case_other_than(page, external_id: str) -> str:
+    page.wait_for_function(
+        "old => { const el = document.querySelector('.case-id');"
+        " return el !== null && el.textContent.trim() !== old; }",
+        arg=external_id,
+    )
+    return shown_case_id(page)
+
+
+def press_and_wait(page, key: str) -> None:
+    """Press a key and wait for the htmx request it starts to be answered and swapped in."""
+    with page.expect_response(lambda response: response.request.method == "POST") as posted:
+        page.keyboard.press(key)
+    assert posted.value.status == 200, f"key {key!r} got HTTP {posted.value.status}"
+    # The swap happens just after the response; the label buttons are re-enabled afterwards.
+    page.wait_for_function("() => !document.querySelector('.htmx-request')")
+
+
+@pytest.fixture
+def queued_cases(transactional_db, project, clinician, data_scientist, tmp_path):
+    path = tmp_path / "x.csv"
+    make_cases_frame(5, seed=3, labeled=0.0).to_csv(path, index=False)
+    result = cases_import(project=project, path=path, filename="x.csv", imported_by=data_scientist)
+    assert result.labels == 0
+    return project
+
+
+def test_keyboard_labels_undoes_and_skips_without_reload(
+    live_server, page, queued_cases, clinician
+):
+    project = queued_cases
+    log_in(page, live_server.url, clinician.username)
+
+    response = page.goto(f"{live_server.url}/projects/{project.pk}/label/")
+    assert response is not None and response.status == 200
+    first_id = shown_case_id(page)
+    assert first_id
+
+    navigations: list[str] = []
+    page.on(
+        "framenavigated",
+        lambda frame: navigations.append(frame.url) if frame == page.main_frame else None,
+    )
+    page.evaluate("window.__casebookMarker = 'still-here'")
+
+    # "2" is the second class, heart_failure.
+    press_and_wait(page, "2")
+    second_id = wait_for_case_other_than(page, first_id)
+    assert second_id != first_id
+    assert page.evaluate("window.__casebookMarker") == "still-here", "the page was reloaded"
+
+    labels = list(Label.objects.filter(case__project=project, case__external_id=first_id))
+    assert [(label.kind, label.value, label.author.username) for label in labels] == [
+        (LabelKind.LABELED, "heart_failure", "clara")
+    ]
+
+    # "u" undoes that label: the case comes back, and the history grows by an `undone` row.
+    press_and_wait(page, "u")
+    page.wait_for_function(
+        "id => document.querySelector('.case-id')?.textContent.trim() === id", arg=first_id
+    )
+    assert page.evaluate("window.__casebookMarker") == "still-here", "the page was reloaded"
+    history = list(
+        Label.objects.filter(case__project=project, case__external_id=first_id).order_by("id")
+    )
+    assert [(label.kind, label.value) for label in history] == [
+        (LabelKind.LABELED, "heart_failure"),
+        (LabelKind.UNDONE, ""),
+    ]
+    assert history[1].undoes_id == history[0].pk
+    assert history[1].author.username == "clara"
+    history[0].case.refresh_from_db()
+    assert history[0].case.current_label == ""
+
+    # "s" skips the shown case; another one takes its place.
+    press_and_wait(page, "s")
+    third_id = wait_for_case_other_than(page, first_id)
+    assert third_id != first_id
+    assert Skip.objects.filter(
+        case__project=project, case__external_id=first_id, user=clinician
+    ).exists()
+    assert page.evaluate("window.__casebookMarker") == "still-here", "the page was reloaded"
+
+    assert navigations == [], f"full page loads happened: {navigations}"
+
+
+def test_non_member_gets_404_on_label_page(live_server, page, queued_cases, outsider):
+    log_in(page, live_server.url, outsider.username)
+    response = page.goto(f"{live_server.url}/projects/{queued_cases.pk}/label/")
+    assert response is not None
+    assert response.status == 404
