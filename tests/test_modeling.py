@@ -177,3 +177,32 @@ def test_each_model_family_trains_and_loads(labeled_project, family):
     model = model_load(Path(run.model_version.file_path))
     matrix = case_feature_matrix(project_id=labeled_project.pk)
     assert np.isfinite(model.predict_proba(matrix.values)).all()
+
+
+def test_an_automatic_run_on_unchanged_labels_makes_no_duplicate_version(
+    labeled_project, clinician
+):
+    _run(labeled_project)
+    case = Case.objects.filter(project=labeled_project, current_label="").first()
+    label_record(case=case, value="heart_failure", author=clinician)
+    from apps.labeling.services import label_undo_last
+
+    label_undo_last(project=labeled_project, author=clinician)  # back to the same labels
+    run, _ = services.training_run_request(project=labeled_project, trigger=RunTrigger.AUTO)
+    run = services.training_run_execute(run_id=run.pk)
+    assert run.status == RunStatus.SKIPPED
+    assert "Labels unchanged" in run.progress_message
+    assert ModelVersion.objects.count() == 1
+    # A data scientist's explicit request still trains.
+    assert _run(labeled_project).status == RunStatus.SUCCEEDED
+    assert ModelVersion.objects.count() == 2
+
+
+def test_scheduler_waits_until_there_are_enough_labeled_cases(project, data_scientist, cases_csv):
+    cases_import(
+        project=project,
+        path=cases_csv(make_cases_frame(5, labeled=1.0)),
+        filename="c.csv",
+        imported_by=data_scientist,
+    )
+    assert services.retrain_schedule(now=timezone.now() + timedelta(days=1)) == []

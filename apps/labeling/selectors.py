@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
 
 import numpy as np
 import pandas as pd
 from django.db import connection
 from django.db.models import Count, Max, QuerySet
+from django.utils import timezone
 
 from apps.accounts.models import User
 from apps.cases.models import Case
@@ -69,11 +69,12 @@ def label_progress(*, project: Project, user: User | None = None) -> LabelProgre
     per_class = {cls: counts.get(cls, 0) for cls in project.classes}
     mine = today = 0
     if user is not None:
+        undone = Label.objects.filter(project=project, author=user, kind=LabelKind.UNDONE)
         own = Label.objects.filter(
             project=project, author=user, kind__in=[LabelKind.LABELED, LabelKind.RELABELED]
-        )
+        ).exclude(pk__in=undone.values("undoes_id"))
         mine = own.count()
-        midnight = datetime.now().astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
+        midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
         today = own.filter(created_at__gte=midnight).count()
     return LabelProgress(
         total_cases=total,

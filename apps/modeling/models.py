@@ -12,6 +12,8 @@ class RunStatus(models.TextChoices):
     RUNNING = "running", "Running"
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
+    # An automatic run that found the same labels as the last model: no new version.
+    SKIPPED = "skipped", "Skipped (labels unchanged)"
 
 
 ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)

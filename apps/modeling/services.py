@@ -17,12 +17,14 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
 from apps.accounts.models import User
+from apps.cases.models import Case
 from apps.cases.selectors import case_feature_matrix
 from apps.labeling.selectors import label_snapshot, label_watermark
 from apps.labeling.services import case_scores_replace
 from apps.modeling.ml.persistence import model_save
 from apps.modeling.ml.training import (
     DEFAULT_PARAMS,
+    MIN_LABELED_CASES,
     TrainingError,
     predict_proba_aligned,
     train_and_evaluate,
@@ -105,6 +107,9 @@ def retrain_due_projects(*, now=None) -> list[Project]:
     for project in candidates:
         if project.last_status in (RunStatus.QUEUED, RunStatus.RUNNING):
             continue  # the next check after it finishes sees the newer labels
+        labeled = Case.objects.filter(project=project).exclude(current_label="")
+        if labeled.count() < MIN_LABELED_CASES:
+            continue  # a run would only fail; wait for more labels
         new_labels = project.labels_version - (project.trained_version or 0)
         quiet_since = project.last_labeled_at or now
         if new_labels >= project.retrain_min_new_labels or (
@@ -200,6 +205,26 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
     return run
 
 
+def _same_as_last_model(run: TrainingRun, snapshot_sha256: str) -> bool:
+    """Mark an automatic run skipped when the labels (e.g. a label and its undo) and parameters
+    are those of the newest model version: retraining would only make a duplicate."""
+    last = (
+        TrainingRun.objects.filter(project_id=run.project_id, status=RunStatus.SUCCEEDED)
+        .exclude(pk=run.pk)
+        .order_by("-id")
+        .first()
+    )
+    if last is None or last.snapshot_sha256 != snapshot_sha256 or last.params != run.params:
+        return False
+    TrainingRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
+        status=RunStatus.SKIPPED,
+        finished_at=timezone.now(),
+        progress=100,
+        progress_message=f"Labels unchanged since run {last.pk}; its model stays current.",
+    )
+    return True
+
+
 def _train(run: TrainingRun, written: list[Path]) -> None:
     project = run.project
     classes = list(project.classes)
@@ -227,6 +252,8 @@ def _train(run: TrainingRun, written: list[Path]) -> None:
         code_version=code_version(),
         library_versions=library_versions(),
     )
+    if run.trigger == RunTrigger.AUTO and _same_as_last_model(run, snapshot.sha256()):
+        return
     _progress(run.pk, 20, f"Loaded {len(y)} labeled cases")
     result = train_and_evaluate(
         X,

@@ -1,9 +1,10 @@
 """Forms for creating a project, its settings and its members."""
 
 from django import forms
+from django.core.exceptions import ValidationError
 
 from apps.projects.models import Role
-from apps.projects.services import FeatureSpec
+from apps.projects.services import FeatureSpec, project_classes_clean
 
 
 class ProjectCreateForm(forms.Form):
@@ -23,7 +24,10 @@ class ProjectCreateForm(forms.Form):
     )
 
     def clean_classes(self) -> list[str]:
-        return [c.strip() for c in self.cleaned_data["classes"].split(",") if c.strip()]
+        try:
+            return project_classes_clean(self.cleaned_data["classes"].split(","))
+        except ValidationError as error:
+            raise forms.ValidationError(error.message_dict["classes"]) from None
 
     def clean_features(self) -> list[FeatureSpec]:
         specs = []

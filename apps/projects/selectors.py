@@ -66,5 +66,7 @@ def project_features(*, project: Project) -> list[Feature]:
     return list(Feature.objects.filter(project=project).order_by("position"))
 
 
-def membership_list(*, project: Project) -> QuerySet[Membership]:
-    return Membership.objects.filter(project=project).select_related("user").order_by("role", "id")
+def membership_list(*, project: Project) -> list[Membership]:
+    """Members from the highest role down, then in the order they joined."""
+    members = Membership.objects.filter(project=project).select_related("user").order_by("id")
+    return sorted(members, key=lambda m: -ROLE_RANK[m.role])

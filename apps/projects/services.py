@@ -22,7 +22,8 @@ class FeatureSpec:
     description: str = ""
 
 
-def _clean_classes(classes: Sequence[str]) -> list[str]:
+def project_classes_clean(classes: Sequence[str]) -> list[str]:
+    """The class names, stripped; raises ValidationError naming what is wrong."""
     cleaned = [str(c).strip() for c in classes if str(c).strip()]
     if len(cleaned) < 2:
         raise ValidationError({"classes": "A project needs at least two label classes."})
@@ -70,7 +71,7 @@ def project_create(
     name = name.strip()
     if not name:
         raise ValidationError({"name": "A project needs a name."})
-    cleaned_classes = _clean_classes(classes)
+    cleaned_classes = project_classes_clean(classes)
     cleaned_features = _clean_features(features)
     with transaction.atomic():
         project = Project.objects.create(

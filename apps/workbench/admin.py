@@ -8,8 +8,18 @@ from apps.projects.models import ROLE_RANK, Feature, Membership, Project, Role
 
 
 class FeatureInline(admin.TabularInline):
+    """Read-only: stored feature vectors are laid out by these positions."""
+
     model = Feature
     extra = 0
+    fields = ["position", "name", "unit", "group", "description"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
 
 
 class MembershipInline(admin.TabularInline):
@@ -22,7 +32,25 @@ class MembershipInline(admin.TabularInline):
 class ProjectAdmin(admin.ModelAdmin):
     list_display = ["name", "labels_version", "last_labeled_at", "auto_retrain", "created_at"]
     search_fields = ["name"]
-    readonly_fields = ["labels_version", "last_labeled_at", "created_by", "created_at"]
+    # Classes are fixed once created: labels refer to them by name.
+    readonly_fields = ["classes", "labels_version", "last_labeled_at", "created_by", "created_at"]
+    fields = [
+        "name",
+        "description",
+        "classes",
+        "show_predictions",
+        "auto_retrain",
+        "retrain_min_new_labels",
+        "retrain_quiet_seconds",
+        "labels_version",
+        "last_labeled_at",
+        "created_by",
+        "created_at",
+    ]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # projects are created in the app, where classes and features are checked
+
     inlines = [FeatureInline, MembershipInline]
     actions = ["retrain"]
 
