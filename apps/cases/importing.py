@@ -24,7 +24,9 @@ import pyarrow.parquet as pq
 
 RESERVED_COLUMNS = ("external_id", "occurred_at", "label")
 CHUNK_ROWS = 65_536
-CSV_BLOCK_BYTES = 8 << 20
+# pyarrow parses a CSV file block by block; blocks that fit in the CPU's cache parse about twice
+# as fast as 8 MB ones. They are joined into chunks of about CHUNK_ROWS rows.
+CSV_BLOCK_BYTES = 1 << 20
 MAX_REPORTED_ISSUES = 100
 # Spreadsheets write these for an empty cell; they mean "missing", not an error.
 MISSING_MARKERS = ["", "NA", "N/A", "NaN", "nan", "NULL", "null", "None", "#N/A", "-"]
@@ -78,7 +80,9 @@ class IssueLog:
         return bool(self.issues)
 
     def reject(self) -> ImportRejected:
-        return ImportRejected(self.issues, self.more)
+        # Checks run column by column; users read the report row by row.
+        ordered = sorted(self.issues, key=lambda i: (i.row is not None, i.row or 0))
+        return ImportRejected(ordered, self.more)
 
 
 @dataclass
@@ -166,30 +170,86 @@ def _arrow_message(error: Exception) -> str:
     return f"The CSV file could not be read: {text}"
 
 
-def _batches(path: Path, file_format: str, columns: list[str]) -> Iterator[pa.RecordBatch]:
-    if file_format == "parquet":
-        parquet = pq.ParquetFile(path)
-        yield from parquet.iter_batches(batch_size=CHUNK_ROWS, columns=columns)
-        return
-    # Every column is read as text and converted here, so that a bad value is reported with its
-    # row and column instead of failing the whole block.
-    raw_names = _csv_header(path)
-    wanted = {name.strip() for name in columns}
-    include = [raw for raw in raw_names if raw.strip() in wanted]
-    reader = pacsv.open_csv(
+def _csv_reader(path: Path, include: list[str], numeric: set[str]) -> pacsv.CSVStreamingReader:
+    return pacsv.open_csv(
         path,
         read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
         parse_options=pacsv.ParseOptions(newlines_in_values=False),
         convert_options=pacsv.ConvertOptions(
-            column_types={name: pa.string() for name in include},
+            column_types={
+                name: pa.float64() if name in numeric else pa.string() for name in include
+            },
             include_columns=include,
             null_values=MISSING_MARKERS,
             strings_can_be_null=True,
             quoted_strings_can_be_null=True,
         ),
     )
-    for batch in reader:
-        yield batch.rename_columns([name.strip() for name in batch.schema.names])
+
+
+def _chunked(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Join pyarrow's small CSV batches into batches of about CHUNK_ROWS rows.
+
+    When pyarrow fails on a block, the rows read before it are given first, so they are still
+    checked.
+    """
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    try:
+        for batch in batches:
+            pending.append(batch)
+            count += batch.num_rows
+            if count >= CHUNK_ROWS:
+                yield _joined(pending)
+                pending, count = [], 0
+    except pa.ArrowInvalid:
+        if count:
+            yield _joined(pending)
+        raise
+    if count:
+        yield _joined(pending)
+
+
+def _joined(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    if len(batches) == 1:
+        batch = batches[0]
+    else:
+        batch = pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+    return batch.rename_columns([name.strip() for name in batch.schema.names])
+
+
+def _batches(path: Path, file_format: str, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    if file_format == "parquet":
+        parquet = pq.ParquetFile(path)
+        yield from parquet.iter_batches(batch_size=CHUNK_ROWS, columns=columns)
+        return
+    raw_names = _csv_header(path)
+    wanted = {name.strip() for name in columns}
+    include = [raw for raw in raw_names if raw.strip() in wanted]
+    # Fast path: pyarrow parses the feature columns as numbers. It accepts a subset of what the
+    # text path below accepts (it trims only spaces and tabs) and gives the same values, so a
+    # file it reads whole is read exactly as the text path would read it.
+    numeric = {raw for raw in include if raw.strip() not in RESERVED_COLUMNS}
+    done = 0
+    if numeric:
+        try:
+            for batch in _chunked(_csv_reader(path, include, numeric)):
+                done += batch.num_rows
+                yield batch
+            return
+        except pa.ArrowInvalid:
+            pass  # A value that is not a plain number, or a malformed file: read it as text.
+    # Every column is read as text and converted here, so that a bad value is reported with its
+    # row and column instead of failing the whole block. Rows the fast path already gave are
+    # skipped, and errors of the file itself (ragged rows...) are raised here as before.
+    skip = done
+    for batch in _chunked(_csv_reader(path, include, set())):
+        if skip >= batch.num_rows:
+            skip -= batch.num_rows
+            continue
+        if skip:
+            batch, skip = batch.slice(skip), 0
+        yield batch
 
 
 def _float_column(array: pa.Array, name: str, first_row: int, log: IssueLog) -> np.ndarray:
@@ -231,9 +291,16 @@ def _timestamp_column(array: pa.Array, first_row: int, log: IssueLog) -> np.ndar
     return parsed.dt.tz_localize(None).to_numpy("datetime64[us]")
 
 
+# What str.strip() removes from ASCII text.
+_ASCII_WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f "
+
+
 def _text_column(array: pa.Array) -> list[str]:
     if not pa.types.is_string(array.type) and not pa.types.is_large_string(array.type):
         array = pc.cast(array, pa.string())
+    if pc.all(pc.string_is_ascii(array)).as_py() is not False:
+        # ASCII text (the usual case) is trimmed by pyarrow, exactly as str.strip() would.
+        return pc.ascii_trim(array, _ASCII_WHITESPACE).fill_null("").to_pylist()
     return [("" if value is None else value.strip()) for value in array.to_pylist()]
 
 
@@ -295,10 +362,27 @@ class CaseFileReader:
         if self.row_count == 0 and not self.log:
             self.log.add("The file has a header but no rows.")
 
+    def _ids_are_new(self, external_ids: list[str]) -> bool:
+        """True when no id of the chunk would be reported (the per-row loop would pass)."""
+        unique = set(external_ids)
+        return (
+            len(unique) == len(external_ids)
+            and "" not in unique
+            and max(map(len, external_ids), default=0) <= 200
+            and self.seen_ids.keys().isdisjoint(unique)
+            and unique.isdisjoint(self.known_external_ids)
+        )
+
     def _check(self, batch: pa.RecordBatch, first_row: int, allowed: set[str]) -> CaseChunk:
         log = self.log
         external_ids = _text_column(batch.column("external_id"))
-        for offset, external_id in enumerate(external_ids):
+        n = batch.num_rows
+        # The usual case is checked in bulk: every id new, unique, non-empty and short. Otherwise
+        # each row is checked so that the report names the offending rows.
+        checked = self._ids_are_new(external_ids)
+        if checked:
+            self.seen_ids.update(zip(external_ids, range(first_row, first_row + n), strict=True))
+        for offset, external_id in enumerate(() if checked else external_ids):
             row = first_row + offset
             if not external_id:
                 log.add("external_id is empty", row=row, column="external_id")
@@ -319,7 +403,6 @@ class CaseFileReader:
                 )
             else:
                 self.seen_ids[external_id] = row
-        n = batch.num_rows
         features = np.empty((n, len(self.features)), dtype="<f8")
         for position, name in enumerate(self.features):
             features[:, position] = _float_column(batch.column(name), name, first_row, log)

@@ -21,6 +21,7 @@ class ImportBatch(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        verbose_name_plural = "import batches"
 
     def __str__(self) -> str:
         return f"{self.filename} ({self.case_count} cases)"

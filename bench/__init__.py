@@ -1,0 +1,1 @@
+"""Casebook's benchmarks: figures for the design constraints, run with `bench/run.py`."""
