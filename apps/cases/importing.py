@@ -11,9 +11,12 @@ seventh line of a CSV file without quoted line breaks.
 from __future__ import annotations
 
 import codecs
+import queue
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -22,8 +25,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+T = TypeVar("T")
 RESERVED_COLUMNS = ("external_id", "occurred_at", "label")
-CHUNK_ROWS = 65_536
+CHUNK_ROWS = 32_768
 # pyarrow parses a CSV file block by block; blocks that fit in the CPU's cache parse about twice
 # as fast as 8 MB ones. They are joined into chunks of about CHUNK_ROWS rows.
 CSV_BLOCK_BYTES = 1 << 20
@@ -345,6 +349,14 @@ class CaseFileReader:
         if self.log:
             raise self.log.reject()
 
+    def chunks_read_ahead(self, depth: int = 2) -> Iterator[CaseChunk]:
+        """`chunks()`, read and checked in a thread while the caller stores the chunk before.
+
+        Parsing (pyarrow) and storing (the database's COPY) both release the GIL, so a file
+        goes in at about the speed of the slower of the two instead of their sum.
+        """
+        return read_ahead(self.chunks(), depth)
+
     def chunks(self) -> Iterator[CaseChunk]:
         """Checked chunks; after a problem, rows are still checked but no chunk is yielded."""
         wanted = ["external_id", *self.features]
@@ -435,6 +447,42 @@ class CaseFileReader:
             features=np.ascontiguousarray(features),
             labels=labels,
         )
+
+
+_DONE = object()
+
+
+def read_ahead(items: Iterator[T], depth: int) -> Iterator[T]:
+    """Yield `items`, produced by a thread up to `depth` ahead; its errors are raised here."""
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        slots.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put(_DONE)
+        except BaseException as error:  # handed to the consumer, which raises it
+            slots.put(error)
+
+    producer = threading.Thread(target=produce, name="case-file-reader", daemon=True)
+    producer.start()
+    try:
+        while (item := slots.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        # The consumer stopped early (an error while storing): let the thread finish.
+        stop.set()
+        producer.join()
 
 
 def feature_columns_from_header(columns: Sequence[str]) -> list[str]:

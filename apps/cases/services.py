@@ -97,7 +97,7 @@ def case_import(
             imported_by=imported_by,
         )
         imported = labels = 0
-        for chunk in reader.chunks():
+        for chunk in reader.chunks_read_ahead():
             case_ids = _store_chunk(project, batch, chunk)
             imported += len(chunk)
             if chunk.labels is not None and label_sink is not None:

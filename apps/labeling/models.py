@@ -22,17 +22,30 @@ class Label(models.Model):
     current before the label it undoes ('' when there was none).
     """
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
-    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="labels")
+    # Indexes and checks chosen for bulk imports of labels: the composite indexes below cover
+    # the foreign keys' lookups, and `project` (a copy of the case's) and `import_batch` are
+    # written only by the services, from rows they hold.
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="+", db_constraint=False, db_index=False
+    )
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="labels", db_index=False)
     value = models.CharField(max_length=100, blank=True)
     kind = models.CharField(max_length=20, choices=LabelKind.choices)
-    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     note = models.CharField(max_length=500, blank=True)
     undoes = models.ForeignKey(
-        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
     )
     import_batch = models.ForeignKey(
-        ImportBatch, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        ImportBatch,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
