@@ -143,29 +143,31 @@ def _copy_chunk(
     project: Project, batch: ImportBatch, chunk: CaseChunk, labels: list[str]
 ) -> np.ndarray:
     n = len(chunk)
-    ids = bulk.reserve_ids(Case._meta.db_table, n)
+    # Ids are taken up front only when labels must refer to the cases; otherwise the table's
+    # own default numbers them, which saves a round of the sequence.
+    with_ids = any(labels)
+    ids = bulk.reserve_ids(Case._meta.db_table, n) if with_ids else np.empty(0, dtype=np.int64)
+    columns = [
+        "project_id",
+        "import_batch_id",
+        "created_at",
+        "features",
+        "occurred_at",
+        "external_id",
+        "current_label",
+    ]
+    fields = [
+        bulk.binary_int8(project.pk, n),
+        bulk.binary_int8(batch.pk, n),
+        bulk.binary_timestamptz(timezone.now(), n),
+        bulk.binary_bytea_rows(np.ascontiguousarray(chunk.features, dtype="<f8")),
+        bulk.binary_timestamptz(chunk.occurred_at, n),
+        bulk.binary_text(chunk.external_ids),
+        bulk.binary_text(labels),
+    ]
+    if with_ids:
+        columns.insert(0, "id")
+        fields.insert(0, bulk.binary_int8(ids, n))
     # COPY's binary format, fixed-width columns first: no per-row Python, no text to parse.
-    bulk.copy_binary(
-        Case._meta.db_table,
-        [
-            "id",
-            "project_id",
-            "import_batch_id",
-            "created_at",
-            "features",
-            "occurred_at",
-            "external_id",
-            "current_label",
-        ],
-        [
-            bulk.binary_int8(ids, n),
-            bulk.binary_int8(project.pk, n),
-            bulk.binary_int8(batch.pk, n),
-            bulk.binary_timestamptz(timezone.now(), n),
-            bulk.binary_bytea_rows(np.ascontiguousarray(chunk.features, dtype="<f8")),
-            bulk.binary_timestamptz(chunk.occurred_at, n),
-            bulk.binary_text(chunk.external_ids),
-            bulk.binary_text(labels),
-        ],
-    )
+    bulk.copy_binary(Case._meta.db_table, columns, fields)
     return ids

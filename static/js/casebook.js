@@ -1,0 +1,26 @@
+// Say so when an htmx request fails, so that nobody believes a label was saved when it was not.
+(() => {
+  const show = (text) => {
+    let banner = document.getElementById("request-error");
+    if (!banner) {
+      banner = document.createElement("p");
+      banner.id = "request-error";
+      banner.className = "msg error banner";
+      banner.setAttribute("role", "alert");
+      document.querySelector("main")?.prepend(banner);
+    }
+    banner.textContent = text;
+  };
+  document.addEventListener("htmx:sendError", () =>
+    show("Not saved: the server could not be reached. Check the connection and try again."));
+  document.addEventListener("htmx:responseError", (event) => {
+    const status = event.detail.xhr.status;
+    const reason = status === 403 ? "you do not have permission for this"
+      : status === 404 ? "it no longer exists or is not yours to see"
+      : `the server answered ${status}`;
+    show(`Not saved: ${reason}. Reload the page to see the current state.`);
+  });
+  document.addEventListener("htmx:afterRequest", (event) => {
+    if (event.detail.successful) document.getElementById("request-error")?.remove();
+  });
+})();
