@@ -220,3 +220,16 @@ def test_settings_and_members(client, project, data_scientist, clinician, outsid
         {"username": outsider.username, "role": "reviewer"},
     )
     assert Membership.objects.get(project=project, user=outsider).role == Role.REVIEWER
+
+
+def test_labeling_a_case_takes_a_fixed_number_of_queries(
+    client, project, cases, clinician, django_assert_num_queries
+):
+    """The hot path of the labeling screen: session, user, access, case; the label write (lock,
+    insert, current label, labels version); then the next case, its features and history, the
+    progress counts and the recent labels."""
+    login(client, clinician)
+    url = reverse("labeling:submit", args=[project.pk, cases[0].pk])
+    with django_assert_num_queries(16):
+        response = client.post(url, {"value": "heart_failure"}, headers={"HX-Request": "true"})
+    assert response.status_code == 200

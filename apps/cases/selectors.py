@@ -123,17 +123,29 @@ def _feature_rows_copy(
     return ids[pick], occurred, values
 
 
-def case_features_dict(*, case: Case) -> dict[str, float | None]:
+def case_features_dict(
+    *, case: Case, features: list[Feature] | None = None
+) -> dict[str, float | None]:
+    """A case's feature values by name (None where missing). Pass `features` when the caller
+    already has the project's features, to save a query."""
     values = np.frombuffer(bytes(case.features), dtype="<f8")
-    names = Feature.objects.filter(project_id=case.project_id).order_by("position")
+    if features is None:
+        features = list(Feature.objects.filter(project_id=case.project_id).order_by("position"))
     return {
-        f.name: (None if i >= len(values) or np.isnan(values[i]) else float(values[i]))
-        for i, f in enumerate(names)
+        f.name: (
+            None
+            if f.position >= len(values) or np.isnan(values[f.position])
+            else float(values[f.position])
+        )
+        for f in features
     }
 
 
 def case_get_in_project(*, project: Project, case_id: int) -> Case | None:
-    return Case.objects.filter(project=project, pk=case_id).first()
+    case = Case.objects.filter(project=project, pk=case_id).first()
+    if case is not None:
+        case.project = project  # the caller's object: no second query for it
+    return case
 
 
 def case_count(*, project: Project) -> int:

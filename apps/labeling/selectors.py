@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from django.db import connection
-from django.db.models import Count, Max, QuerySet
+from django.db.models import Count, Max, Q, QuerySet
 from django.utils import timezone
 
 from apps.accounts.models import User
@@ -20,12 +20,15 @@ from apps.projects.models import Project
 def queue_next_case(*, project: Project, user: User) -> Case | None:
     """The next unlabeled case for `user`, in import order, leaving out the ones they skipped."""
     skipped = Skip.objects.filter(user=user, case__project=project).values("case_id")
-    return (
+    case = (
         Case.objects.filter(project=project, current_label="")
         .exclude(pk__in=skipped)
         .order_by("pk")
         .first()
     )
+    if case is not None:
+        case.project = project
+    return case
 
 
 def case_score_get(*, case: Case) -> CaseScore | None:
@@ -73,9 +76,11 @@ def label_progress(*, project: Project, user: User | None = None) -> LabelProgre
         own = Label.objects.filter(
             project=project, author=user, kind__in=[LabelKind.LABELED, LabelKind.RELABELED]
         ).exclude(pk__in=undone.values("undoes_id"))
-        mine = own.count()
         midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
-        today = own.filter(created_at__gte=midnight).count()
+        counts = own.aggregate(
+            mine=Count("id"), today=Count("id", filter=Q(created_at__gte=midnight))
+        )
+        mine, today = counts["mine"], counts["today"]
     return LabelProgress(
         total_cases=total,
         labeled_cases=total - counts.get("", 0),

@@ -29,8 +29,9 @@ def _case_context(access: ProjectAccess, user, case: Case | None, **extra) -> di
     prediction = None
     history = []
     if case is not None:
-        values = case_features_dict(case=case)
-        for feature in project_features(project=project):
+        features = project_features(project=project)
+        values = case_features_dict(case=case, features=features)
+        for feature in features:
             groups.setdefault(feature.group or "Features", []).append(
                 {"feature": feature, "value": values.get(feature.name)}
             )
