@@ -13,8 +13,20 @@ port=${CASEBOOK_PORT:-8000}
 .venv/bin/python manage.py migrate --no-input -v 0
 .venv/bin/python manage.py load_demo
 
-.venv/bin/celery -A config worker --beat --schedule "$var/celerybeat-schedule" \
-  -Q default,ml --concurrency 1 --loglevel INFO >"$var/log/worker.log" 2>&1 &
+# The worker is restarted if it ever stops, so labels never wait on a dead worker unnoticed.
+supervise_worker() {
+  local child
+  trap 'kill $child 2>/dev/null; wait $child 2>/dev/null; exit 0' TERM INT
+  while true; do
+    .venv/bin/celery -A config worker --beat --schedule "$var/celerybeat-schedule" \
+      -Q default,ml --concurrency 1 --loglevel INFO >>"$var/log/worker.log" 2>&1 &
+    child=$!
+    wait $child || true
+    echo "$(date -Is) the worker stopped; restarting it in 2 s" >>"$var/log/worker.log"
+    sleep 2
+  done
+}
+supervise_worker &
 worker=$!
 trap 'kill $worker 2>/dev/null; wait $worker 2>/dev/null' EXIT INT TERM
 
