@@ -156,3 +156,17 @@ def test_exports_hold_current_labels_and_the_full_history(project, cases, clinic
         ["p000000", "no_heart_failure", "relabeled", "rafael"],
         ["p000001", "heart_failure", "labeled", "clara"],
     ]
+
+
+def test_progress_counts_cases_per_class_and_my_labels(project, cases, clinician, reviewer):
+    label_record(case=cases[0], value="heart_failure", author=clinician)
+    label_record(case=cases[1], value="no_heart_failure", author=clinician)
+    label_record(case=cases[2], value="heart_failure", author=reviewer)
+    label_undo_last(project=project, author=clinician)  # cases[1] back to unlabeled
+
+    progress = selectors.label_progress(project=project, user=clinician)
+
+    assert (progress.total_cases, progress.labeled_cases) == (5, 2)
+    assert progress.per_class == {"no_heart_failure": 0, "heart_failure": 2}
+    assert (progress.labeled_by_user, progress.labeled_by_user_today) == (1, 1)
+    assert progress.percent == 40

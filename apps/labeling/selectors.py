@@ -77,10 +77,10 @@ def label_progress(*, project: Project, user: User | None = None) -> LabelProgre
             project=project, author=user, kind__in=[LabelKind.LABELED, LabelKind.RELABELED]
         ).exclude(pk__in=undone.values("undoes_id"))
         midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
-        counts = own.aggregate(
+        own_counts = own.aggregate(
             mine=Count("id"), today=Count("id", filter=Q(created_at__gte=midnight))
         )
-        mine, today = counts["mine"], counts["today"]
+        mine, today = own_counts["mine"], own_counts["today"]
     return LabelProgress(
         total_cases=total,
         labeled_cases=total - counts.get("", 0),
