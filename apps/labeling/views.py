@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import tempfile
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from apps.cases.importing import ImportRejected
 from apps.cases.models import Case
 from apps.cases.selectors import case_features_dict, case_get_in_project, import_batch_list
 from apps.labeling import selectors, services
+from apps.labeling.exports import frame_to_csv, frame_to_parquet
 from apps.labeling.models import LabelKind
 from apps.projects.models import Role
 from apps.projects.selectors import ProjectAccess, project_features, project_get_for_user
@@ -193,12 +193,10 @@ def export_labels(request: HttpRequest, project_id: int, what: str, file_format:
     stamp = timezone.now().strftime("%Y%m%d-%H%M")
     filename = f"project-{access.project.pk}-{what}-{stamp}.{file_format}"
     if file_format == "csv":
-        body = frame.to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%S%z").encode()
+        body = frame_to_csv(frame)
         content_type = "text/csv; charset=utf-8"
     else:
-        buffer = io.BytesIO()
-        frame.to_parquet(buffer, index=False)
-        body = buffer.getvalue()
+        body = frame_to_parquet(frame)
         content_type = "application/vnd.apache.parquet"
     response = HttpResponse(body, content_type=content_type)
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
