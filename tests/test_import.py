@@ -224,3 +224,58 @@ def test_same_external_id_in_another_project_is_fine(project, outsider, data_sci
     _import(project, cases_csv(text), data_scientist)
     _import(other, cases_csv(text, "b.csv"), data_scientist)
     assert Case.objects.filter(external_id="a").count() == 2
+
+
+def test_missing_value_words_apply_to_features_only(data_scientist, cases_csv):
+    project = project_create(name="NA classes", classes=["NA", "B"], created_by=data_scientist)
+    path = cases_csv("external_id,label,x\nNA,NA,NA\nb,,1\n")
+    result = _import(project, path, data_scientist)
+    assert result.labels == 1
+    stored = dict(Case.objects.filter(project=project).values_list("external_id", "current_label"))
+    assert stored == {"NA": "NA", "b": ""}
+    assert np.isnan(case_feature_matrix(project_id=project.pk).values[0, 0])
+
+
+def test_parquet_text_features_follow_the_csv_rules_and_nested_columns_are_refused(
+    project, data_scientist, tmp_path
+):
+    good = tmp_path / "text.parquet"
+    pd.DataFrame(
+        {
+            "external_id": ["a", "b"],
+            "age": ["70", ""],
+            "creatinine": ["1.5", "NA"],
+            "nt_pro_bnp": [1.0, 2.0],
+        }
+    ).to_parquet(good, index=False)
+    _import(project, good, data_scientist)
+    values = case_feature_matrix(project_id=project.pk).values
+    assert values[0].tolist()[:2] == [70.0, 1.5] and np.isnan(values[1, :2]).all()
+
+    nested = tmp_path / "nested.parquet"
+    pd.DataFrame(
+        {"external_id": ["c"], "age": [[1.0, 2.0]], "creatinine": [1.0], "nt_pro_bnp": [1.0]}
+    ).to_parquet(nested, index=False)
+    with pytest.raises(ImportRejected) as excinfo:
+        _import(project, nested, data_scientist)
+    assert _issues(excinfo) == [
+        (None, "age", "the column holds list<element: double> values, not numbers")
+    ]
+    assert Case.objects.count() == 2
+
+
+def test_a_wide_header_is_read(data_scientist, cases_csv):
+    project = project_create(name="Wide", classes=["a", "b"], created_by=data_scientist)
+    names = [f"feature_with_a_long_name_{i:05d}" for i in range(3000)]  # about 100 KB
+    header = "external_id," + ",".join(names)
+    row = "x," + ",".join("1" for _ in names)
+    result = _import(project, cases_csv(header + "\n" + row + "\n"), data_scientist)
+    assert result.imported == 1
+    assert case_feature_matrix(project_id=project.pk).values.shape == (1, 3000)
+
+
+def test_a_nul_character_in_an_id_is_reported(project, data_scientist, cases_csv):
+    path = cases_csv("external_id,age,creatinine,nt_pro_bnp\na\x00b,1,1,1\n")
+    with pytest.raises(ImportRejected) as excinfo:
+        _import(project, path, data_scientist)
+    assert _issues(excinfo) == [(2, "external_id", "external_id contains a NUL character")]

@@ -35,3 +35,20 @@ def test_a_caller_that_stops_early_stops_the_thread():
     reader.close()  # as when storing a chunk fails
     assert not any(t.name == "case-file-reader" for t in threading.enumerate())
     assert len(produced) < 10
+
+
+def test_a_caller_failing_while_the_reader_is_blocked_does_not_hang():
+    finished = threading.Event()
+
+    def run() -> None:
+        # The reader fills both slots, then waits to hand over the end of the items.
+        reader = read_ahead(iter(range(3)), depth=2)
+        next(reader)
+        threading.Event().wait(0.3)  # the reader is now blocked on a full queue
+        reader.close()
+        finished.set()
+
+    caller = threading.Thread(target=run)
+    caller.start()
+    caller.join(timeout=5)
+    assert finished.is_set(), "closing the read-ahead hung"

@@ -31,6 +31,7 @@ CHUNK_ROWS = 32_768
 # pyarrow parses a CSV file block by block; blocks that fit in the CPU's cache parse about twice
 # as fast as 8 MB ones. They are joined into chunks of about CHUNK_ROWS rows.
 CSV_BLOCK_BYTES = 1 << 20
+HEADER_BLOCK_BYTES = 16 << 20
 MAX_REPORTED_ISSUES = 100
 # Spreadsheets write these for an empty cell; they mean "missing", not an error.
 MISSING_MARKERS = ["", "NA", "N/A", "NaN", "nan", "NULL", "null", "None", "#N/A", "-"]
@@ -147,7 +148,8 @@ def _csv_header(path: Path) -> list[str]:
     try:
         reader = pacsv.open_csv(
             path,
-            read_options=pacsv.ReadOptions(block_size=1 << 16),
+            # Large enough for a header of thousands of columns.
+            read_options=pacsv.ReadOptions(block_size=HEADER_BLOCK_BYTES),
             convert_options=pacsv.ConvertOptions(column_types={}, include_columns=[]),
         )
     except pa.ArrowInvalid as error:
@@ -171,6 +173,11 @@ def _arrow_message(error: Exception) -> str:
     text = str(error).strip()
     if "Empty CSV file" in text:
         return "The file is empty."
+    if "straddling object" in text:
+        return (
+            f"A line of the file is longer than {CSV_BLOCK_BYTES >> 20} MB, or a quote is not "
+            "closed."
+        )
     return f"The CSV file could not be read: {text}"
 
 
@@ -184,9 +191,11 @@ def _csv_reader(path: Path, include: list[str], numeric: set[str]) -> pacsv.CSVS
                 name: pa.float64() if name in numeric else pa.string() for name in include
             },
             include_columns=include,
+            # The missing-value words apply to the numeric columns only: "NA" may be a class or
+            # an id. Text columns keep their text; an empty cell is the empty string.
             null_values=MISSING_MARKERS,
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=True,
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
         ),
     )
 
@@ -257,13 +266,19 @@ def _batches(path: Path, file_format: str, columns: list[str]) -> Iterator[pa.Re
 
 
 def _float_column(array: pa.Array, name: str, first_row: int, log: IssueLog) -> np.ndarray:
-    if pa.types.is_floating(array.type) or pa.types.is_integer(array.type):
+    kind = array.type
+    if pa.types.is_floating(kind) or pa.types.is_integer(kind) or pa.types.is_boolean(kind):
         return pc.cast(array, pa.float64()).to_numpy(zero_copy_only=False)
-    if pa.types.is_boolean(array.type):
-        return pc.cast(array, pa.float64()).to_numpy(zero_copy_only=False)
-    text = pc.cast(array, pa.string())
+    if pa.types.is_null(kind):
+        return np.full(len(array), np.nan)
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        log.add(f"the column holds {kind} values, not numbers", column=name)
+        return np.full(len(array), np.nan)
+    # Text: the missing-value words (and empty cells) are missing, as in a CSV.
+    text = pc.utf8_trim_whitespace(array)
+    text = pc.if_else(pc.is_in(text, pa.array(MISSING_MARKERS)), pa.scalar(None, pa.string()), text)
     try:
-        return pc.cast(pc.utf8_trim_whitespace(text), pa.float64()).to_numpy(zero_copy_only=False)
+        return pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False)
     except pa.ArrowInvalid:
         pass
     values = pd.Series(text.to_pylist(), dtype="object")
@@ -282,7 +297,9 @@ def _timestamp_column(array: pa.Array, first_row: int, log: IssueLog) -> np.ndar
         return series.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[us]")
     if pa.types.is_date(array.type):
         return pd.to_datetime(array.to_pandas()).to_numpy("datetime64[us]")
-    values = pd.Series(pc.cast(array, pa.string()).to_pylist(), dtype="object")
+    text = pc.utf8_trim_whitespace(pc.cast(array, pa.string()))
+    text = pc.if_else(pc.is_in(text, pa.array(MISSING_MARKERS)), pa.scalar(None, pa.string()), text)
+    values = pd.Series(text.to_pylist(), dtype="object")
     parsed = pd.to_datetime(values, format="ISO8601", utc=True, errors="coerce")
     bad = np.flatnonzero(parsed.isna().to_numpy() & values.notna().to_numpy())
     for index in bad:
@@ -369,7 +386,7 @@ class CaseFileReader:
                 chunk = self._check(batch, first_row, allowed)
                 if not self.log:
                     yield chunk
-        except pa.ArrowInvalid as error:
+        except (pa.ArrowException, OSError) as error:
             self.log.add(_arrow_message(error))
         if self.row_count == 0 and not self.log:
             self.log.add("The file has a header but no rows.")
@@ -381,6 +398,7 @@ class CaseFileReader:
             len(unique) == len(external_ids)
             and "" not in unique
             and max(map(len, external_ids), default=0) <= 200
+            and not any("\x00" in external_id for external_id in external_ids)
             and self.seen_ids.keys().isdisjoint(unique)
             and unique.isdisjoint(self.known_external_ids)
         )
@@ -400,6 +418,8 @@ class CaseFileReader:
                 log.add("external_id is empty", row=row, column="external_id")
             elif len(external_id) > 200:
                 log.add("external_id is longer than 200 characters", row=row, column="external_id")
+            elif "\x00" in external_id:
+                log.add("external_id contains a NUL character", row=row, column="external_id")
             elif external_id in self.seen_ids:
                 log.add(
                     f"duplicate external_id {external_id!r} (first on row "
@@ -457,20 +477,24 @@ def read_ahead(items: Iterator[T], depth: int) -> Iterator[T]:
     slots: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
+    def hand_over(item: object) -> bool:
+        """Put `item` in a slot unless the consumer has stopped; False when it has."""
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        slots.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not hand_over(item):
                     return
-            slots.put(_DONE)
+            hand_over(_DONE)
         except BaseException as error:  # handed to the consumer, which raises it
-            slots.put(error)
+            hand_over(error)
 
     producer = threading.Thread(target=produce, name="case-file-reader", daemon=True)
     producer.start()
