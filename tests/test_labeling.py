@@ -170,3 +170,45 @@ def test_progress_counts_cases_per_class_and_my_labels(project, cases, clinician
     assert progress.per_class == {"no_heart_failure": 0, "heart_failure": 2}
     assert (progress.labeled_by_user, progress.labeled_by_user_today) == (1, 1)
     assert progress.percent == 40
+
+
+def test_undo_twice_goes_back_two_labels(project, cases, clinician):
+    label_record(case=cases[0], value="heart_failure", author=clinician)
+    label_record(case=cases[1], value="heart_failure", author=clinician)
+    label_undo_last(project=project, author=clinician)
+    second = label_undo_last(project=project, author=clinician)
+    assert second.case == cases[0]
+    assert set(
+        Case.objects.filter(pk__in=[cases[0].pk, cases[1].pk]).values_list(
+            "current_label", flat=True
+        )
+    ) == {""}
+
+
+def test_a_label_on_a_case_changed_meanwhile_is_refused_with_who_changed_it(
+    project, cases, clinician, reviewer
+):
+    from apps.labeling.services import StaleLabel
+
+    seen = selectors.label_newest_id(case=cases[0])  # what the clinician's screen showed
+    label_record(case=cases[0], value="no_heart_failure", author=reviewer, seen_label_id=seen)
+    with pytest.raises(StaleLabel, match=r"changed by rafael .* now no_heart_failure"):
+        label_record(case=cases[0], value="heart_failure", author=clinician, seen_label_id=seen)
+    assert Label.objects.filter(case=cases[0]).count() == 1
+    # Knowingly, against the current state, it is recorded as a relabel.
+    current = selectors.label_newest_id(case=cases[0])
+    label = label_record(
+        case=cases[0], value="heart_failure", author=clinician, seen_label_id=current
+    )
+    assert label.kind == LabelKind.RELABELED
+
+
+def test_the_same_label_sent_twice_is_stored_once(project, cases, clinician):
+    first = label_record(case=cases[0], value="heart_failure", author=clinician)
+    again = label_record(case=cases[0], value="heart_failure", author=clinician)
+    assert again == first
+    assert Label.objects.count() == 1
+    project.refresh_from_db()
+    assert project.labels_version == 1
+    label_record(case=cases[0], value="no_heart_failure", author=clinician)  # a real change
+    assert selectors.label_progress(project=project, user=clinician).labeled_by_user == 1

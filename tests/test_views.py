@@ -226,10 +226,30 @@ def test_labeling_a_case_takes_a_fixed_number_of_queries(
     client, project, cases, clinician, django_assert_num_queries
 ):
     """The hot path of the labeling screen: session, user, access, case; the label write (lock,
-    insert, current label, labels version); then the next case, its features and history, the
-    progress counts and the recent labels."""
+    newest label, insert, current label, labels version); then the next case, its features and
+    history, the progress counts and the recent labels."""
     login(client, clinician)
     url = reverse("labeling:submit", args=[project.pk, cases[0].pk])
-    with django_assert_num_queries(16):
+    with django_assert_num_queries(17):
         response = client.post(url, {"value": "heart_failure"}, headers={"HX-Request": "true"})
     assert response.status_code == 200
+
+
+def test_a_stale_labeling_screen_says_who_labeled_the_case_meanwhile(
+    client, project, cases, clinician, reviewer
+):
+    from apps.labeling.services import label_record
+
+    login(client, clinician)
+    page = client.get(reverse("labeling:label", args=[project.pk])).content.decode()
+    assert 'name="seen_label_id" value="0"' in page
+    label_record(case=cases[0], value="no_heart_failure", author=reviewer)
+    response = client.post(
+        reverse("labeling:submit", args=[project.pk, cases[0].pk]),
+        {"value": "heart_failure", "seen_label_id": "0"},
+        headers={"HX-Request": "true"},
+    )
+    body = response.content.decode()
+    assert response.status_code == 409
+    assert "changed by rafael" in body and "Your label was not saved" in body
+    assert list(Label.objects.values_list("value", flat=True)) == ["no_heart_failure"]

@@ -31,6 +31,11 @@ def queue_next_case(*, project: Project, user: User) -> Case | None:
     return case
 
 
+def label_newest_id(*, case: Case) -> int:
+    """The id of the case's newest label row, 0 when it has none: what a form was based on."""
+    return Label.objects.filter(case=case).order_by("-id").values_list("id", flat=True).first() or 0
+
+
 def case_score_get(*, case: Case) -> CaseScore | None:
     return CaseScore.objects.filter(case=case).first()
 
@@ -77,8 +82,10 @@ def label_progress(*, project: Project, user: User | None = None) -> LabelProgre
             project=project, author=user, kind__in=[LabelKind.LABELED, LabelKind.RELABELED]
         ).exclude(pk__in=undone.values("undoes_id"))
         midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+        # Cases, not rows: correcting one's own label does not count twice.
         own_counts = own.aggregate(
-            mine=Count("id"), today=Count("id", filter=Q(created_at__gte=midnight))
+            mine=Count("case", distinct=True),
+            today=Count("case", distinct=True, filter=Q(created_at__gte=midnight)),
         )
         mine, today = own_counts["mine"], own_counts["today"]
     return LabelProgress(

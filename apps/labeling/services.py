@@ -29,6 +29,10 @@ def _labels_changed(project_id: int, count: int) -> None:
     )
 
 
+class StaleLabel(ValidationError):
+    """The case was labeled by someone else after the form was shown."""
+
+
 def label_record(
     *,
     case: Case,
@@ -36,8 +40,14 @@ def label_record(
     author: User,
     kind: str = LabelKind.LABELED,
     note: str = "",
+    seen_label_id: int | None = None,
 ) -> Label:
-    """Append a label to a case's history and make it the case's current label."""
+    """Append a label to a case's history and make it the case's current label.
+
+    `seen_label_id` is the newest label row the person saw (0 for none): when the case has been
+    labeled since, nothing is recorded and StaleLabel says by whom. The same label sent twice in
+    a row by the same person (a double click, a retried request) is recorded once.
+    """
     value = value.strip()
     classes = list(case.project.classes)
     if value not in classes:
@@ -50,6 +60,21 @@ def label_record(
         # Lock the case so that concurrent labels cannot leave current_label pointing at a row
         # that is not the newest.
         locked = Case.objects.select_for_update().get(pk=case.pk)
+        newest = Label.objects.filter(case=locked).select_related("author").order_by("-id").first()
+        if seen_label_id is not None and (newest.pk if newest else 0) != seen_label_id:
+            who = newest.author.username if newest else "someone"
+            shown = newest.value if newest and newest.value else "no label"
+            raise StaleLabel(
+                f"Case {locked.external_id} was changed by {who} while you looked at it: it is "
+                f"now {shown}. Your label was not saved; label it again to replace theirs."
+            )
+        if (
+            newest is not None
+            and newest.author_id == author.pk
+            and newest.value == value
+            and newest.kind in (LabelKind.LABELED, LabelKind.RELABELED, LabelKind.ADJUDICATED)
+        ):
+            return newest
         if kind == LabelKind.LABELED and locked.current_label:
             kind = LabelKind.RELABELED
         label = Label.objects.create(
@@ -73,12 +98,14 @@ def label_undo_last(*, project: Project, author: User) -> Label:
     The case goes back to the value it had before; nothing is deleted.
     """
     with transaction.atomic():
+        undone = Label.objects.filter(project=project, author=author, kind=LabelKind.UNDONE)
         last = (
             Label.objects.filter(
                 project=project,
                 author=author,
                 kind__in=[LabelKind.LABELED, LabelKind.RELABELED],
             )
+            .exclude(pk__in=undone.values("undoes_id"))
             .order_by("-id")
             .first()
         )

@@ -45,6 +45,7 @@ def _case_context(access: ProjectAccess, user, case: Case | None, **extra) -> di
         "feature_groups": groups,
         "prediction": prediction,
         "history": history,
+        "seen_label_id": history[0].pk if history else 0,
         "class_keys": list(enumerate(project.classes, start=1)),
         "progress": selectors.label_progress(project=project, user=user),
         "recent": selectors.label_recent_for_user(project=project, user=user, limit=5),
@@ -86,8 +87,19 @@ def label_submit(request: HttpRequest, project_id: int, case_id: int) -> HttpRes
     if case is None:
         raise Http404("No such case in this project")
     value = request.POST.get("value", "")
+    seen = request.POST.get("seen_label_id", "")
     try:
-        label = services.label_record(case=case, value=value, author=request.user)
+        label = services.label_record(
+            case=case,
+            value=value,
+            author=request.user,
+            seen_label_id=int(seen) if seen.isdigit() else None,
+        )
+    except services.StaleLabel as error:
+        # Show the case as it is now; the next key press labels it again, knowingly.
+        response = _case_panel(request, access, case, error=" ".join(error.messages))
+        response.status_code = 409
+        return response
     except ValidationError as error:
         response = _case_panel(request, access, case, error=" ".join(error.messages))
         response.status_code = 400
