@@ -160,7 +160,7 @@ def test_scheduler_ignores_projects_with_auto_retrain_off(labeled_project):
 
 def test_a_run_whose_worker_died_is_marked_failed_and_unblocks_the_project(labeled_project):
     run, _ = services.training_run_request(project=labeled_project, trigger=RunTrigger.MANUAL)
-    long_ago = timezone.now() - timedelta(hours=1)
+    long_ago = timezone.now() - timedelta(hours=2)  # past the task time limit
     TrainingRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, heartbeat_at=long_ago)
     services.training_runs_mend()
     run.refresh_from_db()
@@ -206,3 +206,26 @@ def test_scheduler_waits_until_there_are_enough_labeled_cases(project, data_scie
         imported_by=data_scientist,
     )
     assert services.retrain_schedule(now=timezone.now() + timedelta(days=1)) == []
+
+
+def test_queued_runs_are_sent_again_only_when_unsent_or_long_waiting(labeled_project, monkeypatch):
+    sent = []
+    monkeypatch.setattr(services.current_app, "send_task", lambda name, args: sent.append(args[0]))
+    run, _ = services.training_run_request(project=labeled_project, trigger=RunTrigger.MANUAL)
+    now = timezone.now()
+    TrainingRun.objects.filter(pk=run.pk).update(enqueued_at=None)  # the broker was down
+    services.training_runs_mend(now=now + timedelta(minutes=1))
+    assert sent == [run.pk]
+    services.training_runs_mend(now=now + timedelta(minutes=2))  # sent a minute ago: wait
+    assert sent == [run.pk]
+    services.training_runs_mend(now=now + timedelta(minutes=20))
+    assert sent == [run.pk, run.pk]
+
+
+def test_a_long_fit_is_not_taken_for_a_dead_worker(labeled_project, settings):
+    run, _ = services.training_run_request(project=labeled_project, trigger=RunTrigger.MANUAL)
+    started = timezone.now() - timedelta(minutes=30)
+    TrainingRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, heartbeat_at=started)
+    services.training_runs_mend()
+    run.refresh_from_db()
+    assert run.status == RunStatus.RUNNING  # within the task time limit (1 hour)

@@ -50,6 +50,9 @@ class TrainingRun(models.Model):
     library_versions = models.JSONField(default=dict)
     metrics = models.JSONField(default=dict)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # When the run was last handed to the broker; the scheduler sends it again only when a
+    # worker has not picked it up for a while (the broker may have been down).
+    enqueued_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)

@@ -36,10 +36,20 @@ from apps.projects.models import Project
 logger = logging.getLogger(__name__)
 
 RUN_TASK = "modeling.run_training"
-# A running run whose worker has not reported for this long is taken to be dead.
-STALE_RUN_AFTER = timedelta(minutes=10)
-# A queued run not picked up for this long is sent to the broker again.
-REQUEUE_AFTER = timedelta(seconds=60)
+
+
+def stale_run_after() -> timedelta:
+    """A running run whose worker has not reported for longer than a task may run is dead:
+    the worker would have killed it at its time limit. Training reports only between steps,
+    so anything shorter would abandon a long fit that is still going."""
+    return timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
+
+
+# A queued run that could not be sent (broker down) is sent again after this long; one the
+# broker took is sent again only after much longer, in case the broker lost it. Duplicates are
+# harmless (only one worker claims a run) but would pile up behind a long run.
+RESEND_UNSENT_AFTER = timedelta(seconds=30)
+RESEND_SENT_AFTER = timedelta(minutes=15)
 
 
 def _enqueue_run(run_id: int) -> None:
@@ -48,6 +58,8 @@ def _enqueue_run(run_id: int) -> None:
     except (BrokerError, OSError) as error:
         # Never run inline: the run stays queued and the scheduler sends it again.
         logger.warning("training run %s not enqueued (broker unavailable: %s)", run_id, error)
+        return
+    TrainingRun.objects.filter(pk=run_id).update(enqueued_at=timezone.now())
 
 
 def training_run_request(
@@ -137,12 +149,13 @@ def retrain_schedule(*, now=None) -> list[int]:
 def training_runs_mend(*, now=None) -> None:
     now = now or timezone.now()
     stale = TrainingRun.objects.filter(
-        status=RunStatus.RUNNING, heartbeat_at__lt=now - STALE_RUN_AFTER
+        status=RunStatus.RUNNING, heartbeat_at__lt=now - stale_run_after()
     )
     for run_id in stale.values_list("pk", flat=True):
         _fail(run_id, "The worker running this stopped reporting; the run was abandoned.")
+    unsent = Q(enqueued_at__isnull=True, created_at__lt=now - RESEND_UNSENT_AFTER)
     for run_id in TrainingRun.objects.filter(
-        status=RunStatus.QUEUED, created_at__lt=now - REQUEUE_AFTER
+        unsent | Q(enqueued_at__lt=now - RESEND_SENT_AFTER), status=RunStatus.QUEUED
     ).values_list("pk", flat=True):
         _enqueue_run(run_id)
 
