@@ -55,6 +55,9 @@ def project(data_scientist, clinician, reviewer) -> Project:
         ],
         created_by=data_scientist,
     )
+    # A project always keeps an admin: Ada holds it so the creator can be a data scientist.
+    _user("ada")
+    membership_set(project=project, username="ada", role=Role.ADMIN)
     membership_set(project=project, username=data_scientist.username, role=Role.DATA_SCIENTIST)
     membership_set(project=project, username=clinician.username, role=Role.CLINICIAN)
     membership_set(project=project, username=reviewer.username, role=Role.REVIEWER)

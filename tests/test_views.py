@@ -253,3 +253,15 @@ def test_a_stale_labeling_screen_says_who_labeled_the_case_meanwhile(
     assert response.status_code == 409
     assert "changed by rafael" in body and "Your label was not saved" in body
     assert list(Label.objects.values_list("value", flat=True)) == ["no_heart_failure"]
+
+
+def test_the_last_admin_cannot_step_down(client, project, data_scientist):
+    Membership.objects.filter(project=project, user__username="ada").delete()
+    Membership.objects.filter(project=project, user=data_scientist).update(role=Role.ADMIN)
+    login(client, data_scientist)
+    response = client.post(
+        reverse("projects:members", args=[project.pk]),
+        {"username": data_scientist.username, "role": "clinician"},
+    )
+    assert "only admin" in response.content.decode()
+    assert Membership.objects.get(project=project, user=data_scientist).role == Role.ADMIN

@@ -32,8 +32,25 @@ _MICROSECOND = timedelta(microseconds=1)
 Field = np.ndarray | pa.Array
 
 
+# The first key of the advisory locks Casebook takes ("CB" + 1), so they cannot collide with
+# another application's locks on the same database.
+_IMPORT_LOCK_NAMESPACE = 0x4342_0001
+
+
 def is_postgresql() -> bool:
     return connection.vendor == "postgresql"
+
+
+def import_lock(project_id: int) -> None:
+    """Hold, until the transaction ends, the lock that lets one import at a time into a project.
+
+    On SQLite every write transaction is already exclusive, so there is nothing to take.
+    """
+    if is_postgresql():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(%s, %s)", [_IMPORT_LOCK_NAMESPACE, project_id]
+            )
 
 
 def copy_text(value: str) -> str:

@@ -67,8 +67,10 @@ def case_import(
     file_format = detect_format(path, filename)
     columns = read_columns(path, file_format)
     with transaction.atomic():
-        # Lock the project so two imports into it cannot both pass the duplicate-id check.
-        project = Project.objects.select_for_update().get(pk=project.pk)
+        # Two imports into one project must not both pass the duplicate-id check; an advisory
+        # lock serialises them without locking the project row, which every label updates.
+        bulk.import_lock(project.pk)
+        project = Project.objects.get(pk=project.pk)
         features = [f.name for f in project_features(project=project)]
         if not features:
             features = feature_columns_from_header(columns)

@@ -108,9 +108,20 @@ def membership_set(*, project: Project, username: str, role: str) -> Membership:
     user = User.objects.filter(username=username).first()
     if user is None:
         raise ValidationError({"username": f"No user named {username!r}."})
-    membership, _ = Membership.objects.update_or_create(
-        project=project, user=user, defaults={"role": role}
-    )
+    with transaction.atomic():
+        others_admin = (
+            Membership.objects.select_for_update()
+            .filter(project=project, role=Role.ADMIN)
+            .exclude(user=user)
+            .exists()
+        )
+        if role != Role.ADMIN and not others_admin:
+            raise ValidationError(
+                {"role": f"{username} is the project's only admin; make someone else admin first."}
+            )
+        membership, _ = Membership.objects.update_or_create(
+            project=project, user=user, defaults={"role": role}
+        )
     return membership
 
 
