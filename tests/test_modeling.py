@@ -229,3 +229,15 @@ def test_a_long_fit_is_not_taken_for_a_dead_worker(labeled_project, settings):
     services.training_runs_mend()
     run.refresh_from_db()
     assert run.status == RunStatus.RUNNING  # within the task time limit (1 hour)
+
+
+def test_a_relabel_and_its_undo_make_no_duplicate_version(labeled_project, clinician):
+    from apps.labeling.services import label_undo_last
+
+    _run(labeled_project)
+    case = Case.objects.filter(project=labeled_project).exclude(current_label="").first()
+    other = "heart_failure" if case.current_label == "no_heart_failure" else "no_heart_failure"
+    label_record(case=case, value=other, author=clinician)
+    label_undo_last(project=labeled_project, author=clinician)
+    run, _ = services.training_run_request(project=labeled_project, trigger=RunTrigger.AUTO)
+    assert services.training_run_execute(run_id=run.pk).status == RunStatus.SKIPPED

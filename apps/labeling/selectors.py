@@ -118,6 +118,14 @@ class LabelSnapshot:
         digest.update("\n".join(self.values.tolist()).encode())
         return digest.hexdigest()
 
+    def content_sha256(self) -> str:
+        """Which case has which label, whatever rows say so: a relabel and its undo leave it
+        unchanged, so a retrain on it would only repeat the last model."""
+        digest = hashlib.sha256()
+        digest.update(self.case_ids.astype("<i8").tobytes())
+        digest.update("\n".join(self.values.tolist()).encode())
+        return digest.hexdigest()
+
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(
             {"case_id": self.case_ids, "label_id": self.label_ids, "label": self.values}

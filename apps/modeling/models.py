@@ -44,6 +44,9 @@ class TrainingRun(models.Model):
     # Reproducibility: the exact label rows trained on, and what trained them.
     label_watermark = models.PositiveBigIntegerField(null=True, blank=True)
     snapshot_sha256 = models.CharField(max_length=64, blank=True)
+    labels_sha256 = models.CharField(
+        max_length=64, blank=True, help_text="Which case had which label, whatever the rows."
+    )
     snapshot_path = models.CharField(max_length=500, blank=True)
     feature_names = models.JSONField(default=list)
     code_version = models.CharField(max_length=64, blank=True)

@@ -218,7 +218,7 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
     return run
 
 
-def _same_as_last_model(run: TrainingRun, snapshot_sha256: str) -> bool:
+def _same_as_last_model(run: TrainingRun, labels_sha256: str) -> bool:
     """Mark an automatic run skipped when the labels (e.g. a label and its undo) and parameters
     are those of the newest model version: retraining would only make a duplicate."""
     last = (
@@ -227,7 +227,7 @@ def _same_as_last_model(run: TrainingRun, snapshot_sha256: str) -> bool:
         .order_by("-id")
         .first()
     )
-    if last is None or last.snapshot_sha256 != snapshot_sha256 or last.params != run.params:
+    if last is None or last.labels_sha256 != labels_sha256 or last.params != run.params:
         return False
     TrainingRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
         status=RunStatus.SKIPPED,
@@ -260,12 +260,13 @@ def _train(run: TrainingRun, written: list[Path]) -> None:
         labels_version=labels_version,
         label_watermark=watermark,
         snapshot_sha256=snapshot.sha256(),
+        labels_sha256=snapshot.content_sha256(),
         snapshot_path=str(snapshot_path),
         feature_names=matrix.feature_names,
         code_version=code_version(),
         library_versions=library_versions(),
     )
-    if run.trigger == RunTrigger.AUTO and _same_as_last_model(run, snapshot.sha256()):
+    if run.trigger == RunTrigger.AUTO and _same_as_last_model(run, snapshot.content_sha256()):
         return
     _progress(run.pk, 20, f"Loaded {len(y)} labeled cases")
     result = train_and_evaluate(
