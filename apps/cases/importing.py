@@ -11,6 +11,7 @@ seventh line of a CSV file without quoted line breaks.
 from __future__ import annotations
 
 import codecs
+import io
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -145,11 +146,16 @@ def check_utf8(path: Path) -> None:
 
 
 def _csv_header(path: Path) -> list[str]:
+    """The CSV's column names, parsed by pyarrow from the first line alone.
+
+    pyarrow would otherwise parse a whole block of rows to learn the header; a line is read
+    up to HEADER_BLOCK_BYTES, enough for thousands of columns.
+    """
+    with open(path, "rb") as handle:
+        first = handle.readline(HEADER_BLOCK_BYTES)
     try:
         reader = pacsv.open_csv(
-            path,
-            # Large enough for a header of thousands of columns.
-            read_options=pacsv.ReadOptions(block_size=HEADER_BLOCK_BYTES),
+            io.BytesIO(first),
             convert_options=pacsv.ConvertOptions(column_types={}, include_columns=[]),
         )
     except pa.ArrowInvalid as error:
