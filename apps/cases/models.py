@@ -38,8 +38,8 @@ class Case(models.Model):
     # No database-level foreign keys or single-column indexes on project and import batch:
     # PostgreSQL checks a foreign key row by row at commit, which doubled the time of a
     # million-row import, and (project, external_id) already indexes the project. The import
-    # service is the only writer of these columns and takes them from rows it has just locked
-    # or created; Django still cascades and protects on delete.
+    # service is the only writer of these columns and takes them from the project it imports
+    # into and the batch it has just created; Django still cascades and protects on delete.
     project = models.ForeignKey(
         Project,
         on_delete=models.CASCADE,
