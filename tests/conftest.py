@@ -88,6 +88,19 @@ def make_cases_frame(n: int, seed: int = 0, labeled: float = 1.0, start: str = "
 
 
 @pytest.fixture
+def import_frame(tmp_path) -> Callable[..., object]:
+    """Import a frame of cases into a project through the real import service, as CSV."""
+    from apps.labeling.services import cases_import
+
+    def run(project: Project, user: User, frame: pd.DataFrame):
+        path = tmp_path / f"import-{project.pk}-{len(frame)}.csv"
+        frame.to_csv(path, index=False)
+        return cases_import(project=project, path=path, filename=path.name, imported_by=user)
+
+    return run
+
+
+@pytest.fixture
 def cases_csv(tmp_path) -> Callable[..., object]:
     def write(frame: pd.DataFrame | str, name: str = "cases.csv"):
         path = tmp_path / name

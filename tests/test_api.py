@@ -69,15 +69,8 @@ def test_the_loop_through_the_api(data_scientist, clinician, settings, tmp_path)
     assert [v["number"] for v in versions] == [1]
 
 
-def test_queue_next_is_204_when_nothing_is_left(project, clinician, data_scientist, cases_csv):
-    from apps.labeling.services import cases_import
-
-    cases_import(
-        project=project,
-        path=cases_csv(make_cases_frame(2, labeled=1.0)),
-        filename="c.csv",
-        imported_by=data_scientist,
-    )
+def test_queue_next_is_204_when_nothing_is_left(project, clinician, data_scientist, import_frame):
+    import_frame(project, data_scientist, make_cases_frame(2, labeled=1.0))
     assert api(clinician).get(f"/api/projects/{project.pk}/queue/next").status_code == 204
 
 
@@ -100,15 +93,10 @@ def test_a_bad_import_is_400_with_rows_and_columns(project, data_scientist):
     assert not Case.objects.exists()
 
 
-def test_an_unknown_label_is_400_with_a_clear_detail(project, clinician, data_scientist, cases_csv):
-    from apps.labeling.services import cases_import
-
-    cases_import(
-        project=project,
-        path=cases_csv(make_cases_frame(2, labeled=0.0)),
-        filename="c.csv",
-        imported_by=data_scientist,
-    )
+def test_an_unknown_label_is_400_with_a_clear_detail(
+    project, clinician, data_scientist, import_frame
+):
+    import_frame(project, data_scientist, make_cases_frame(2, labeled=0.0))
     case = Case.objects.first()
     response = api(clinician).post(f"/api/cases/{case.pk}/labels", {"value": "flu"}, format="json")
     assert response.status_code == 400

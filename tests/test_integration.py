@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import connection
 
 from apps.cases.models import Case
-from apps.labeling.services import cases_import, label_record
+from apps.labeling.services import label_record
 from apps.modeling.models import ModelVersion, RunStatus, TrainingRun
 from apps.projects.models import Project
 from tests.conftest import make_cases_frame
@@ -105,7 +105,7 @@ def _wait_for(predicate, timeout: float, what: str, log: Path):
 
 
 def test_labels_coalesce_into_one_retrain_run_by_the_worker(
-    celery_worker_process, project, data_scientist, clinician, cases_csv, settings
+    celery_worker_process, project, data_scientist, clinician, import_frame, settings
 ):
     process, log = celery_worker_process
     assert process.poll() is None, log.read_text()
@@ -113,9 +113,7 @@ def test_labels_coalesce_into_one_retrain_run_by_the_worker(
         retrain_min_new_labels=10, retrain_quiet_seconds=3600
     )
     frame = make_cases_frame(400, labeled=0.7, seed=5)
-    cases_import(
-        project=project, path=cases_csv(frame), filename="c.csv", imported_by=data_scientist
-    )
+    import_frame(project, data_scientist, frame)
 
     # The import's labels are many more than 10: the scheduler trains version 1.
     first = _wait_for(

@@ -6,18 +6,16 @@ from django.core.exceptions import ValidationError
 from apps.cases.models import Case
 from apps.labeling import selectors
 from apps.labeling.models import Label, LabelKind
-from apps.labeling.services import case_skip, cases_import, label_record, label_undo_last
+from apps.labeling.services import case_skip, label_record, label_undo_last
 from tests.conftest import make_cases_frame
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def cases(project, data_scientist, cases_csv):
+def cases(project, data_scientist, import_frame):
     frame = make_cases_frame(5, labeled=0.0)
-    cases_import(
-        project=project, path=cases_csv(frame), filename="c.csv", imported_by=data_scientist
-    )
+    import_frame(project, data_scientist, frame)
     return list(Case.objects.filter(project=project).order_by("pk"))
 
 

@@ -11,7 +11,7 @@ from django.utils import timezone
 from apps.cases.models import Case
 from apps.cases.selectors import case_feature_matrix
 from apps.labeling.models import CaseScore, Label
-from apps.labeling.services import cases_import, label_record
+from apps.labeling.services import label_record
 from apps.modeling import services
 from apps.modeling.ml.persistence import UntrustedModelFile, file_sha256, model_load
 from apps.modeling.models import ModelVersion, RunStatus, RunTrigger, TrainingRun
@@ -22,12 +22,10 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def labeled_project(project, data_scientist, cases_csv, settings, tmp_path):
+def labeled_project(project, data_scientist, import_frame, settings, tmp_path):
     settings.CASEBOOK_MODEL_DIR = tmp_path / "models"
     frame = make_cases_frame(300, labeled=0.8, seed=3)
-    cases_import(
-        project=project, path=cases_csv(frame), filename="c.csv", imported_by=data_scientist
-    )
+    import_frame(project, data_scientist, frame)
     project.refresh_from_db()
     return project
 
@@ -76,14 +74,12 @@ def test_a_tampered_model_file_is_refused(labeled_project):
 
 
 def test_a_failed_run_shows_its_error_and_changes_nothing_else(
-    project, data_scientist, cases_csv, settings, tmp_path
+    project, data_scientist, import_frame, settings, tmp_path
 ):
     settings.CASEBOOK_MODEL_DIR = tmp_path / "models"
     frame = make_cases_frame(40, labeled=1.0)
     frame["label"] = "heart_failure"  # one class only
-    cases_import(
-        project=project, path=cases_csv(frame), filename="c.csv", imported_by=data_scientist
-    )
+    import_frame(project, data_scientist, frame)
 
     run = _run(project)
 
@@ -198,13 +194,10 @@ def test_an_automatic_run_on_unchanged_labels_makes_no_duplicate_version(
     assert ModelVersion.objects.count() == 2
 
 
-def test_scheduler_waits_until_there_are_enough_labeled_cases(project, data_scientist, cases_csv):
-    cases_import(
-        project=project,
-        path=cases_csv(make_cases_frame(5, labeled=1.0)),
-        filename="c.csv",
-        imported_by=data_scientist,
-    )
+def test_scheduler_waits_until_there_are_enough_labeled_cases(
+    project, data_scientist, import_frame
+):
+    import_frame(project, data_scientist, make_cases_frame(5, labeled=1.0))
     assert services.retrain_schedule(now=timezone.now() + timedelta(days=1)) == []
 
 

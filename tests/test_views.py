@@ -5,7 +5,6 @@ from django.urls import reverse
 
 from apps.cases.models import Case
 from apps.labeling.models import Label, LabelKind
-from apps.labeling.services import cases_import
 from apps.modeling.models import TrainingRun
 from apps.projects.models import Membership, Role
 from tests.conftest import csv_upload, make_cases_frame
@@ -14,13 +13,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def cases(project, data_scientist, cases_csv):
-    cases_import(
-        project=project,
-        path=cases_csv(make_cases_frame(6, labeled=0.0)),
-        filename="c.csv",
-        imported_by=data_scientist,
-    )
+def cases(project, data_scientist, import_frame):
+    import_frame(project, data_scientist, make_cases_frame(6, labeled=0.0))
     return list(Case.objects.filter(project=project).order_by("pk"))
 
 
