@@ -95,12 +95,6 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def timestamps_for_copy(values: np.ndarray) -> list[str]:
-    """datetime64[us] (UTC) to COPY text; NaT becomes NULL."""
-    text = np.datetime_as_string(values, unit="us")
-    return [r"\N" if t == "NaT" else t + "+00" for t in text.tolist()]
-
-
 def _fixed(values: np.ndarray, dtype: str) -> np.ndarray:
     """A length-prefixed fixed-width field: (rows, 4 + width) bytes."""
     width = np.dtype(dtype).itemsize

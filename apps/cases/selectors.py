@@ -20,8 +20,8 @@ class FeatureMatrix:
     feature_names: list[str]
 
 
-def case_feature_matrix(*, project_id: int, case_ids: np.ndarray | None = None) -> FeatureMatrix:
-    """All (or the given) cases of a project as one float matrix, ordered by case id.
+def case_feature_matrix(*, project_id: int) -> FeatureMatrix:
+    """All cases of a project as one float matrix, ordered by case id.
 
     On PostgreSQL the rows come as one binary COPY that numpy reads as fixed-width records: no
     Python object per case or per value, which is what keeps a million cases in seconds.
@@ -36,9 +36,6 @@ def case_feature_matrix(*, project_id: int, case_ids: np.ndarray | None = None) 
         _feature_rows_copy(int(project_id), width) if connection.vendor == "postgresql" else None
     )
     ids, occurred, values = loaded or _feature_rows_fetch(project_id, width)
-    if case_ids is not None:
-        keep = np.isin(ids, case_ids)
-        ids, occurred, values = ids[keep], occurred[keep], values[keep]
     return FeatureMatrix(case_ids=ids, occurred_at=occurred, values=values, feature_names=names)
 
 
@@ -146,10 +143,6 @@ def case_get_in_project(*, project: Project, case_id: int) -> Case | None:
     if case is not None:
         case.project = project  # the caller's object: no second query for it
     return case
-
-
-def case_count(*, project: Project) -> int:
-    return Case.objects.filter(project=project).count()
 
 
 def import_batch_list(*, project: Project) -> QuerySet[ImportBatch]:
