@@ -6,7 +6,7 @@ from django.core.exceptions import ValidationError
 from apps.cases.models import Case
 from apps.labeling import selectors
 from apps.labeling.models import Label, LabelKind
-from apps.labeling.services import case_skip, label_record, label_undo_last
+from apps.labeling.services import case_skip, label_record, label_undo_last, queue_next
 from tests.conftest import make_cases_frame
 
 pytestmark = pytest.mark.django_db
@@ -69,11 +69,19 @@ def test_undo_appends_a_row_that_restores_the_previous_value(project, cases, cli
     assert case.current_label == "heart_failure"
 
 
-def test_undo_of_a_first_label_returns_the_case_to_the_queue(project, cases, clinician):
+def _next_case(project, user, role="clinician"):
+    lease = queue_next(project=project, user=user, role=role)
+    return lease.case if lease else None
+
+
+def test_undo_of_a_first_label_gives_the_case_back_under_a_lease(project, cases, clinician):
     label_record(case=cases[0], value="heart_failure", author=clinician)
-    assert selectors.queue_next_case(project=project, user=clinician) == cases[1]
+    assert _next_case(project, clinician) == cases[1]
     label_undo_last(project=project, author=clinician)
-    assert selectors.queue_next_case(project=project, user=clinician) == cases[0]
+    # The case is the clinician's again; the one they held goes back to the queue.
+    assert _next_case(project, clinician) == cases[0]
+    cases[1].refresh_from_db()
+    assert cases[1].queue_open == 1
 
 
 def test_undo_refuses_when_someone_labeled_the_case_since(project, cases, clinician, reviewer):
@@ -92,14 +100,14 @@ def test_undo_with_nothing_to_undo(project, cases, clinician):
 def test_queue_gives_unlabeled_cases_in_import_order_and_leaves_out_skips(
     project, cases, clinician, reviewer
 ):
-    assert selectors.queue_next_case(project=project, user=clinician) == cases[0]
+    assert _next_case(project, clinician) == cases[0]
     case_skip(case=cases[0], user=clinician)
-    assert selectors.queue_next_case(project=project, user=clinician) == cases[1]
+    assert _next_case(project, clinician) == cases[1]
     # A skip is personal: the reviewer still gets the first case.
-    assert selectors.queue_next_case(project=project, user=reviewer) == cases[0]
+    assert _next_case(project, reviewer, "reviewer") == cases[0]
     for case in cases[1:]:
         label_record(case=case, value="heart_failure", author=clinician)
-    assert selectors.queue_next_case(project=project, user=clinician) is None
+    assert _next_case(project, clinician) is None
 
 
 def test_snapshot_takes_each_cases_newest_label_at_the_watermark(project, cases, clinician):

@@ -5,12 +5,16 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from apps.labeling.services import StaleLabel
+
 
 def api_exception_handler(exc, context):
     if isinstance(exc, DjangoValidationError):
         errors = exc.message_dict if hasattr(exc, "error_dict") else {"non_field": exc.messages}
         first = next(iter(errors.values()))[0]
-        return Response({"detail": first, "errors": errors}, status=status.HTTP_400_BAD_REQUEST)
+        # A label refused because someone else labeled the case meanwhile is a conflict.
+        code = status.HTTP_409_CONFLICT if isinstance(exc, StaleLabel) else 400
+        return Response({"detail": first, "errors": errors}, status=code)
     response = exception_handler(exc, context)
     if response is None:
         return None

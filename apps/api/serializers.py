@@ -59,6 +59,97 @@ class CaseOut(serializers.Serializer):
 class LabelIn(serializers.Serializer):
     value = serializers.CharField(max_length=100)
     note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    seen_label_id = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        help_text="The newest label id you saw (0 for none); the label is refused with 409 "
+        "if the case was labeled since.",
+    )
+    task_id = serializers.IntegerField(
+        required=False, help_text="The relabel or adjudication task this label answers."
+    )
+
+
+class TaskOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    case = serializers.IntegerField(source="case_id")
+    external_id = serializers.CharField(source="case.external_id")
+    kind = serializers.CharField()
+    status = serializers.CharField()
+    assignee = serializers.CharField(source="assignee.username", allow_null=True, default=None)
+    reason = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class TaskIn(serializers.Serializer):
+    case = serializers.IntegerField(help_text="The case's id.")
+    kind = serializers.ChoiceField(choices=["relabel", "adjudicate"], default="relabel")
+    assignee = serializers.CharField(
+        required=False, allow_blank=True, help_text="Username; empty for the project's pool."
+    )
+    reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+
+
+class LeaseOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    expires_at = serializers.DateTimeField()
+    rank = serializers.IntegerField(allow_null=True)
+    task = TaskOut(allow_null=True)
+
+
+class QueueNextOut(CaseOut):
+    lease = LeaseOut()
+
+
+class QueueSettingsOut(serializers.Serializer):
+    id = serializers.IntegerField(allow_null=True)
+    strategy = serializers.CharField()
+    uncertainty_measure = serializers.CharField()
+    target_class = serializers.CharField(allow_blank=True)
+    mix_base = serializers.CharField()
+    random_share = serializers.FloatField()
+    seed = serializers.IntegerField()
+    lease_minutes = serializers.IntegerField()
+    overlap_share = serializers.FloatField()
+    overlap_labels = serializers.IntegerField()
+    note = serializers.CharField(allow_blank=True)
+    changed_by = serializers.CharField(source="changed_by.username", allow_null=True, default=None)
+    created_at = serializers.DateTimeField(allow_null=True)
+
+
+class QueueSettingsIn(serializers.Serializer):
+    strategy = serializers.ChoiceField(
+        choices=["import_order", "random", "recent_first", "uncertainty", "minority", "mix"],
+        required=False,
+    )
+    uncertainty_measure = serializers.ChoiceField(
+        choices=["least_confident", "margin", "entropy"], required=False
+    )
+    target_class = serializers.CharField(required=False, allow_blank=True)
+    mix_base = serializers.ChoiceField(choices=["uncertainty", "minority"], required=False)
+    random_share = serializers.FloatField(required=False, min_value=0, max_value=1)
+    seed = serializers.IntegerField(required=False, min_value=0, max_value=2**31 - 1)
+    lease_minutes = serializers.IntegerField(required=False, min_value=1, max_value=1440)
+    overlap_share = serializers.FloatField(required=False, min_value=0, max_value=1)
+    overlap_labels = serializers.IntegerField(required=False, min_value=2, max_value=10)
+    note = serializers.CharField(required=False, allow_blank=True, max_length=500)
+
+
+class PairAgreementOut(serializers.Serializer):
+    first = serializers.CharField()
+    second = serializers.CharField()
+    cases = serializers.IntegerField()
+    kappa = serializers.FloatField(allow_null=True, help_text="Cohen's kappa")
+    percent = serializers.FloatField(help_text="Share of cases on which the two agreed")
+
+
+class AgreementOut(serializers.Serializer):
+    cases = serializers.IntegerField()
+    raters = serializers.ListField(child=serializers.CharField())
+    alpha = serializers.FloatField(allow_null=True, help_text="Krippendorff's alpha, nominal")
+    percent = serializers.FloatField(allow_null=True)
+    disputed = serializers.IntegerField()
+    pairs = PairAgreementOut(many=True)
 
 
 class LabelOut(serializers.Serializer):

@@ -13,6 +13,18 @@ urlpatterns = [
     path("projects/<int:project_id>/cases/import", views.CaseImportApi.as_view(), name="import"),
     path("projects/<int:project_id>/queue/next", views.QueueNextApi.as_view(), name="queue-next"),
     path(
+        "projects/<int:project_id>/queue/release",
+        views.QueueReleaseApi.as_view(),
+        name="queue-release",
+    ),
+    path(
+        "projects/<int:project_id>/queue/settings",
+        views.QueueSettingsApi.as_view(),
+        name="queue-settings",
+    ),
+    path("projects/<int:project_id>/agreement", views.AgreementApi.as_view(), name="agreement"),
+    path("projects/<int:project_id>/tasks", views.TaskListCreateApi.as_view(), name="tasks"),
+    path(
         "projects/<int:project_id>/training-runs",
         views.TrainingRunListCreateApi.as_view(),
         name="training-runs",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
@@ -16,7 +17,7 @@ from rest_framework.views import APIView
 from apps.api import serializers as s
 from apps.cases.importing import ImportRejected
 from apps.cases.models import Case
-from apps.cases.selectors import case_features_dict
+from apps.cases.selectors import case_features_dict, case_get_in_project
 from apps.labeling import selectors as labeling_selectors
 from apps.labeling import services as labeling_services
 from apps.modeling import selectors as modeling_selectors
@@ -24,7 +25,12 @@ from apps.modeling import services as modeling_services
 from apps.modeling.models import RunTrigger, TrainingRun
 from apps.projects import services as project_services
 from apps.projects.models import Role
-from apps.projects.selectors import membership_list, project_get_for_user, project_list_for_user
+from apps.projects.selectors import (
+    membership_list,
+    membership_user,
+    project_get_for_user,
+    project_list_for_user,
+)
 from apps.projects.services import FeatureSpec
 
 
@@ -143,13 +149,100 @@ class CaseImportApi(APIView):
 
 
 class QueueNextApi(APIView):
-    @extend_schema(responses={200: s.CaseOut, 204: OpenApiResponse(description="Queue empty")})
+    @extend_schema(
+        responses={200: s.QueueNextOut, 204: OpenApiResponse(description="Nothing waiting")},
+        description="Hand the caller their next case under a lease: the case they hold, "
+        "else their open tasks, else the queue's next case. Calling again before labeling, "
+        "skipping or releasing returns the same case.",
+    )
     def get(self, request: Request, project_id: int) -> Response:
         access = project_get_for_user(user=request.user, project_id=project_id)
-        case = labeling_selectors.queue_next_case(project=access.project, user=request.user)
-        if case is None:
+        lease = labeling_services.queue_next(
+            project=access.project, user=request.user, role=access.role
+        )
+        if lease is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response(_case_out(case))
+        return Response({**_case_out(lease.case), "lease": s.LeaseOut(lease).data})
+
+
+class QueueReleaseApi(APIView):
+    @extend_schema(request=None, responses={200: s.LeaseOut, 204: None})
+    def post(self, request: Request, project_id: int) -> Response:
+        """Give back the case the caller holds, without labeling or skipping it."""
+        access = project_get_for_user(user=request.user, project_id=project_id)
+        lease = labeling_services.lease_release(project=access.project, user=request.user)
+        if lease is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(s.LeaseOut(lease).data)
+
+
+def _settings_out(queue_settings) -> dict:
+    return s.QueueSettingsOut(queue_settings).data
+
+
+class QueueSettingsApi(APIView):
+    @extend_schema(responses=s.QueueSettingsOut)
+    def get(self, request: Request, project_id: int) -> Response:
+        access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
+        queue_settings = labeling_selectors.queue_settings_current(project_id=access.project.pk)
+        return Response(_settings_out(queue_settings))
+
+    @extend_schema(request=s.QueueSettingsIn, responses=s.QueueSettingsOut)
+    def put(self, request: Request, project_id: int) -> Response:
+        """Record a new version of the queue settings; the worker re-ranks the queue."""
+        access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
+        data = s.QueueSettingsIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        queue_settings = labeling_services.queue_settings_change(
+            project=access.project, changed_by=request.user, **data.validated_data
+        )
+        return Response(_settings_out(queue_settings))
+
+
+class AgreementApi(APIView):
+    @extend_schema(responses=s.AgreementOut)
+    def get(self, request: Request, project_id: int) -> Response:
+        access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
+        agreement = labeling_selectors.label_agreement(project=access.project)
+        return Response(s.AgreementOut(agreement).data)
+
+
+class TaskListCreateApi(APIView):
+    @extend_schema(responses=s.TaskOut(many=True))
+    def get(self, request: Request, project_id: int) -> Response:
+        access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
+        status_filter = request.query_params.get("status", "open")
+        tasks = labeling_selectors.task_list(
+            project=access.project, status=None if status_filter == "all" else status_filter
+        )[:500]
+        return Response(s.TaskOut(tasks, many=True).data)
+
+    @extend_schema(request=s.TaskIn, responses={201: s.TaskOut})
+    def post(self, request: Request, project_id: int) -> Response:
+        """Ask for a case to be relabeled (or adjudicated), by one member or by the pool."""
+        access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
+        data = s.TaskIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        case = case_get_in_project(project=access.project, case_id=data.validated_data["case"])
+        if case is None:
+            raise Http404("No such case in this project")
+        assignee = None
+        if data.validated_data.get("assignee"):
+            assignee = membership_user(
+                project=access.project, username=data.validated_data["assignee"]
+            )
+            if assignee is None:
+                raise DjangoValidationError(
+                    {"assignee": f"{data.validated_data['assignee']} is not a member."}
+                )
+        task = labeling_services.task_open(
+            case=case,
+            kind=data.validated_data["kind"],
+            created_by=request.user,
+            reason=data.validated_data["reason"],
+            assignee=assignee,
+        )
+        return Response(s.TaskOut(task).data, status=status.HTTP_201_CREATED)
 
 
 def _case_for_user(request: Request, case_id: int) -> tuple[Case, object]:
@@ -171,11 +264,20 @@ class CaseLabelApi(APIView):
         case, _ = _case_for_user(request, case_id)
         data = s.LabelIn(data=request.data)
         data.is_valid(raise_exception=True)
+        task = None
+        if "task_id" in data.validated_data:
+            task = labeling_selectors.task_get(
+                project=case.project, task_id=data.validated_data["task_id"]
+            )
+            if task is None:
+                raise Http404("No such task in this project")
         label = labeling_services.label_record(
             case=case,
             value=data.validated_data["value"],
             author=request.user,
             note=data.validated_data["note"],
+            seen_label_id=data.validated_data.get("seen_label_id"),
+            task=task,
         )
         return Response(s.LabelOut(label).data, status=status.HTTP_201_CREATED)
 

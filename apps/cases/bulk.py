@@ -109,6 +109,11 @@ def binary_int8(values: np.ndarray | int, rows: int) -> np.ndarray:
     return _fixed(np.broadcast_to(np.asarray(values, dtype=np.int64), (rows,)), ">i8")
 
 
+def binary_int2(values: np.ndarray | int, rows: int) -> np.ndarray:
+    """A smallint field: one value per row, or the same value for every row."""
+    return _fixed(np.broadcast_to(np.asarray(values, dtype=np.int16), (rows,)), ">i2")
+
+
 def binary_timestamptz(values: np.ndarray | datetime, rows: int) -> Field:
     """A timestamptz field from datetime64[us] in UTC (NaT is NULL), or one aware datetime."""
     if isinstance(values, datetime):

@@ -5,6 +5,9 @@ from django.db import models
 
 from apps.projects.models import Project
 
+# The queue rank of a case no strategy has placed yet: after every ranked case, in import order.
+UNRANKED = 10**15
+
 
 class ImportBatch(models.Model):
     """One successful import of a file. Failed imports store nothing."""
@@ -62,6 +65,13 @@ class Case(models.Model):
     # The value of the newest label row ('' when unlabeled). Only the labeling service writes
     # it, in the same transaction as the label row, with the case row locked.
     current_label = models.CharField(max_length=100, blank=True, default="")
+    # The labeling queue's state, kept on the case so that handing out the next case is one
+    # read of a partial index instead of a join: its place in the queue (lower first, ties by
+    # id), how many labels the project wants for it (more than one for overlap), and how many
+    # it still takes from new clinicians right now (wanted − given − leased).
+    queue_rank = models.BigIntegerField(default=UNRANKED, db_default=UNRANKED)
+    queue_wanted = models.PositiveSmallIntegerField(default=1, db_default=1)
+    queue_open = models.PositiveSmallIntegerField(default=1, db_default=1)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -72,7 +82,11 @@ class Case(models.Model):
             )
         ]
         indexes = [
-            models.Index(fields=["project", "current_label", "id"], name="case_queue_idx"),
+            models.Index(
+                fields=["project", "queue_rank", "id"],
+                name="case_queue_idx",
+                condition=models.Q(queue_open__gt=0),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 # Called for each stored chunk that carries labels: (batch, case ids, label values).
 LabelSink = Callable[[ImportBatch, np.ndarray, list[str]], int]
+# Given the external ids of a chunk, how many labels the queue wants for each case.
+QueueWanted = Callable[[list[str]], np.ndarray]
 
 
 @dataclass
@@ -51,6 +53,7 @@ def case_import(
     filename: str,
     imported_by: User,
     label_sink: LabelSink | None = None,
+    queue_wanted: QueueWanted | None = None,
 ) -> ImportResult:
     """Import a CSV or Parquet file of cases into `project`, all or nothing.
 
@@ -100,7 +103,7 @@ def case_import(
         )
         imported = labels = 0
         for chunk in reader.chunks_read_ahead():
-            case_ids = _store_chunk(project, batch, chunk)
+            case_ids = _store_chunk(project, batch, chunk, queue_wanted)
             imported += len(chunk)
             if chunk.labels is not None and label_sink is not None:
                 labels += label_sink(batch, case_ids, chunk.labels)
@@ -119,10 +122,27 @@ def case_import(
     return ImportResult(batch=batch, imported=imported, labels=labels, ignored_columns=ignored)
 
 
-def _store_chunk(project: Project, batch: ImportBatch, chunk: CaseChunk) -> np.ndarray:
+def _queue_columns(
+    chunk: CaseChunk, labels: list[str], queue_wanted: QueueWanted | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """How many labels the queue wants for each case, and how many it still takes: none for
+    a case that arrives labeled."""
+    n = len(chunk)
+    wanted = np.ones(n, dtype=np.int16)
+    if queue_wanted is not None:
+        wanted = np.asarray(queue_wanted(chunk.external_ids), dtype=np.int16)
+    labeled = np.fromiter((bool(v) for v in labels), dtype=bool, count=n)
+    wanted[labeled] = 1
+    return wanted, np.where(labeled, 0, wanted).astype(np.int16)
+
+
+def _store_chunk(
+    project: Project, batch: ImportBatch, chunk: CaseChunk, queue_wanted: QueueWanted | None
+) -> np.ndarray:
     labels = chunk.labels or [""] * len(chunk)
+    wanted, open_slots = _queue_columns(chunk, labels, queue_wanted)
     if bulk.is_postgresql():
-        return _copy_chunk(project, batch, chunk, labels)
+        return _copy_chunk(project, batch, chunk, labels, wanted, open_slots)
     now = timezone.now()
     occurred = chunk.occurred_at.astype("datetime64[us]").astype(object)
     rows = [
@@ -133,6 +153,8 @@ def _store_chunk(project: Project, batch: ImportBatch, chunk: CaseChunk) -> np.n
             features=chunk.features[i].tobytes(),
             import_batch=batch,
             current_label=labels[i],
+            queue_wanted=int(wanted[i]),
+            queue_open=int(open_slots[i]),
             created_at=now,
         )
         for i, (external_id, when) in enumerate(zip(chunk.external_ids, occurred, strict=True))
@@ -142,7 +164,12 @@ def _store_chunk(project: Project, batch: ImportBatch, chunk: CaseChunk) -> np.n
 
 
 def _copy_chunk(
-    project: Project, batch: ImportBatch, chunk: CaseChunk, labels: list[str]
+    project: Project,
+    batch: ImportBatch,
+    chunk: CaseChunk,
+    labels: list[str],
+    wanted: np.ndarray,
+    open_slots: np.ndarray,
 ) -> np.ndarray:
     n = len(chunk)
     # Ids are taken up front only when labels must refer to the cases; otherwise the table's
@@ -153,6 +180,8 @@ def _copy_chunk(
         "project_id",
         "import_batch_id",
         "created_at",
+        "queue_wanted",
+        "queue_open",
         "features",
         "occurred_at",
         "external_id",
@@ -162,6 +191,8 @@ def _copy_chunk(
         bulk.binary_int8(project.pk, n),
         bulk.binary_int8(batch.pk, n),
         bulk.binary_timestamptz(timezone.now(), n),
+        bulk.binary_int2(wanted, n),
+        bulk.binary_int2(open_slots, n),
         bulk.binary_bytea_rows(np.ascontiguousarray(chunk.features, dtype="<f8")),
         bulk.binary_timestamptz(chunk.occurred_at, n),
         bulk.binary_text(chunk.external_ids),

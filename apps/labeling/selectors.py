@@ -3,32 +3,39 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
+from datetime import timedelta
 
+import krippendorff
 import numpy as np
 import pandas as pd
 from django.db import connection
-from django.db.models import Count, Max, Q, QuerySet
+from django.db.models import Case as Case_
+from django.db.models import Count, Exists, F, Max, OuterRef, Q, QuerySet, Sum, When
+from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
+from sklearn.metrics import cohen_kappa_score
 
 from apps.accounts.models import User
+from apps.cases import bulk
 from apps.cases.models import Case
-from apps.labeling.models import CaseScore, Label, LabelKind, Skip
-from apps.projects.models import Project
-
-
-def queue_next_case(*, project: Project, user: User) -> Case | None:
-    """The next unlabeled case for `user`, in import order, leaving out the ones they skipped."""
-    skipped = Skip.objects.filter(user=user, case__project=project).values("case_id")
-    case = (
-        Case.objects.filter(project=project, current_label="")
-        .exclude(pk__in=skipped)
-        .order_by("pk")
-        .first()
-    )
-    if case is not None:
-        case.project = project
-    return case
+from apps.labeling import strategies
+from apps.labeling.models import (
+    CaseScore,
+    Label,
+    LabelCount,
+    LabelKind,
+    LabelTask,
+    Lease,
+    LeaseState,
+    QueueBuild,
+    QueueSettings,
+    QueueStrategy,
+    TaskKind,
+    TaskStatus,
+)
+from apps.projects.models import ROLE_RANK, Project, Role
 
 
 def label_newest_id(*, case: Case) -> int:
@@ -65,27 +72,29 @@ class LabelProgress:
     def percent(self) -> int:
         return round(100 * self.labeled_cases / self.total_cases) if self.total_cases else 0
 
+    @property
+    def class_shares(self) -> list[tuple[str, int, int]]:
+        """(class, cases, percent of the labeled cases) in the project's class order."""
+        labeled = self.labeled_cases or 1
+        return [(cls, n, round(100 * n / labeled)) for cls, n in self.per_class.items()]
+
+
+def _midnight():
+    return timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+
 
 def label_progress(*, project: Project, user: User | None = None) -> LabelProgress:
-    counts = dict(
-        Case.objects.filter(project=project)
-        .values_list("current_label")
-        .annotate(n=Count("id"))
-        .values_list("current_label", "n")
-    )
+    """Counts kept by the label services: a few rows read, whatever the project's size."""
+    counts = dict(LabelCount.objects.filter(project=project).values_list("value", "cases"))
     total = sum(counts.values())
     per_class = {cls: counts.get(cls, 0) for cls in project.classes}
     mine = today = 0
     if user is not None:
-        undone = Label.objects.filter(project=project, author=user, kind=LabelKind.UNDONE)
-        own = Label.objects.filter(
-            project=project, author=user, kind__in=[LabelKind.LABELED, LabelKind.RELABELED]
-        ).exclude(pk__in=undone.values("undoes_id"))
-        midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
-        # Cases, not rows: correcting one's own label does not count twice.
+        # A labeled lease per case and person: correcting one's own label does not count twice,
+        # and an undone label reopens its lease.
+        own = Lease.objects.filter(project=project, user=user, state=LeaseState.LABELED)
         own_counts = own.aggregate(
-            mine=Count("case", distinct=True),
-            today=Count("case", distinct=True, filter=Q(created_at__gte=midnight)),
+            mine=Count("id"), today=Count("id", filter=Q(closed_at__gte=_midnight()))
         )
         mine, today = own_counts["mine"], own_counts["today"]
     return LabelProgress(
@@ -95,6 +104,24 @@ def label_progress(*, project: Project, user: User | None = None) -> LabelProgre
         labeled_by_user_today=today,
         labeled_by_user=mine,
     )
+
+
+@dataclass
+class ClinicianCounts:
+    username: str
+    cases: int
+    today: int
+
+
+def label_counts_by_clinician(*, project: Project) -> list[ClinicianCounts]:
+    """Per person: the cases they labeled (in or out of the queue, undone ones not counted)."""
+    rows = (
+        Lease.objects.filter(project=project, state=LeaseState.LABELED)
+        .values("user__username")
+        .annotate(cases=Count("id"), today=Count("id", filter=Q(closed_at__gte=_midnight())))
+        .order_by("-cases", "user__username")
+    )
+    return [ClinicianCounts(r["user__username"], r["cases"], r["today"]) for r in rows]
 
 
 def label_watermark(*, project_id: int) -> int:
@@ -216,3 +243,367 @@ def _frame(sql: str, params: list[object], columns: list[str]) -> pd.DataFrame:
         if column in frame:
             frame[column] = frame[column].astype("Int64")
     return frame
+
+
+# --- The queue -----------------------------------------------------------------------------
+
+
+def queue_settings_current(*, project_id: int) -> QueueSettings:
+    """The settings in force: the newest version, or the defaults (unsaved) when none."""
+    found = QueueSettings.objects.filter(project_id=project_id).order_by("-id").first()
+    return found or QueueSettings(project_id=project_id)
+
+
+def queue_settings_history(*, project: Project, limit: int = 20) -> QuerySet[QueueSettings]:
+    return (
+        QueueSettings.objects.filter(project=project)
+        .select_related("changed_by")
+        .order_by("-id")[:limit]
+    )
+
+
+def queue_build_latest(*, project: Project) -> QueueBuild | None:
+    return QueueBuild.objects.filter(project=project).order_by("-id").first()
+
+
+def queue_candidate(*, project: Project, user: User, skip_locked: bool) -> Case | None:
+    """The first case in queue order with an open slot that `user` has not labeled or skipped.
+
+    Reads the partial index on (project, queue_rank, id) from its head; on PostgreSQL the row
+    is locked for the caller's transaction.
+    """
+    seen = Lease.objects.filter(
+        case=OuterRef("pk"), user=user, state__in=[LeaseState.LABELED, LeaseState.SKIPPED]
+    )
+    candidates = (
+        Case.objects.filter(project=project, queue_open__gt=0)
+        .exclude(Exists(seen))
+        .order_by("queue_rank", "id")
+    )
+    if bulk.is_postgresql():
+        candidates = candidates.select_for_update(skip_locked=skip_locked, of=("self",))
+    case = candidates.first()
+    if case is not None:
+        case.project = project
+    return case
+
+
+def task_next_for(*, project: Project, user: User, role: str) -> LabelTask | None:
+    """The first open task `user` may take: assigned to them first, then the pool's.
+
+    Adjudication is for reviewers, and never of a case on which they gave an opinion.
+    """
+    kinds = [TaskKind.RELABEL]
+    if ROLE_RANK[role] >= ROLE_RANK[Role.REVIEWER]:
+        kinds.append(TaskKind.ADJUDICATE)
+    busy = Lease.objects.filter(task=OuterRef("pk"), state=LeaseState.ACTIVE)
+    passed = Lease.objects.filter(task=OuterRef("pk"), user=user, state=LeaseState.SKIPPED)
+    own_opinion = Label.objects.filter(
+        case=OuterRef("case"), author=user, kind__in=[LabelKind.LABELED, LabelKind.RELABELED]
+    )
+    task = (
+        LabelTask.objects.filter(project=project, status=TaskStatus.OPEN, kind__in=kinds)
+        .filter(Q(assignee=user) | Q(assignee__isnull=True))
+        .exclude(Exists(busy))
+        .exclude(Exists(passed))
+        .exclude(Q(kind=TaskKind.ADJUDICATE) & Q(Exists(own_opinion)))
+        .select_related("case", "created_by")
+        .order_by(F("assignee_id").asc(nulls_last=True), "id")
+        .first()
+    )
+    if task is not None:
+        task.case.project = project
+    return task
+
+
+def lease_active_for(*, project: Project, user: User) -> Lease | None:
+    return (
+        Lease.objects.filter(project=project, user=user, state=LeaseState.ACTIVE)
+        .select_related("task")
+        .first()
+    )
+
+
+def leases_active(*, project: Project, limit: int = 50) -> QuerySet[Lease]:
+    return (
+        Lease.objects.filter(project=project, state=LeaseState.ACTIVE, expires_at__gt=Now())
+        .select_related("user", "case", "task")
+        .order_by("expires_at")[:limit]
+    )
+
+
+def task_list(
+    *, project: Project, status: str | None = TaskStatus.OPEN, kind: str | None = None
+) -> QuerySet[LabelTask]:
+    tasks = LabelTask.objects.filter(project=project).select_related(
+        "case", "assignee", "created_by", "closed_by", "label"
+    )
+    if status:
+        tasks = tasks.filter(status=status)
+    if kind:
+        tasks = tasks.filter(kind=kind)
+    return tasks.order_by("-id")
+
+
+def task_get(*, project: Project, task_id: int) -> LabelTask | None:
+    task = (
+        LabelTask.objects.filter(project=project, pk=task_id)
+        .select_related("case", "assignee", "created_by")
+        .first()
+    )
+    if task is not None:
+        task.case.project = project
+    return task
+
+
+@dataclass
+class WaitingCases:
+    """The cases still waiting for labels, as arrays for ranking (in case id order)."""
+
+    case_ids: np.ndarray
+    external_ids: np.ndarray
+    occurred_at: np.ndarray  # datetime64[us], NaT when unknown
+    wanted: np.ndarray
+    open_slots: np.ndarray
+    ranks: np.ndarray
+    untouched: np.ndarray  # no label and no slot taken: the overlap choice may still change
+    probabilities: np.ndarray | None  # (n, classes), NaN rows for unscored; None when no scores
+    model_version_number: int | None
+
+
+def queue_waiting_cases(*, project_id: int) -> WaitingCases:
+    case_table = Case._meta.db_table
+    score_table = CaseScore._meta.db_table
+    sql = (
+        f"SELECT c.id, c.external_id, c.occurred_at, c.queue_wanted, c.queue_open,"
+        f" c.queue_rank, c.current_label, s.probabilities, s.model_version_number"
+        f" FROM {case_table} c LEFT JOIN {score_table} s ON s.case_id = c.id"
+        f" WHERE c.project_id = %s AND (c.current_label = '' OR c.queue_open > 0)"
+        f" ORDER BY c.id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [project_id])
+        rows = cursor.fetchall()
+    n = len(rows)
+    columns = list(zip(*rows, strict=True)) if rows else [()] * 9
+    wanted = np.fromiter(columns[3], dtype=np.int64, count=n)
+    open_slots = np.fromiter(columns[4], dtype=np.int64, count=n)
+    unlabeled = np.fromiter((label == "" for label in columns[6]), dtype=bool, count=n)
+    occurred = pd.to_datetime(pd.Series(columns[2], dtype=object), utc=True)
+    probabilities = None
+    versions = [v for v in columns[8] if v is not None]
+    packed = [bytes(p) if p is not None else b"" for p in columns[7]]
+    width = max((len(p) for p in packed), default=0) // 8
+    if versions and width:
+        probabilities = np.full((n, width), np.nan)
+        for i, blob in enumerate(packed):
+            if len(blob) == width * 8:
+                probabilities[i] = np.frombuffer(blob, dtype="<f8")
+    return WaitingCases(
+        case_ids=np.fromiter(columns[0], dtype=np.int64, count=n),
+        external_ids=np.array(columns[1], dtype=object),
+        occurred_at=occurred.dt.tz_localize(None).to_numpy(dtype="datetime64[us]"),
+        wanted=wanted,
+        open_slots=open_slots,
+        ranks=np.fromiter(columns[5], dtype=np.int64, count=n),
+        untouched=unlabeled & (open_slots == wanted),
+        probabilities=probabilities,
+        model_version_number=max(versions) if versions else None,
+    )
+
+
+def queue_projects_due(*, settle_seconds: int = 60) -> list[int]:
+    """Projects whose newest queue settings have no build yet (older than a minute, so a
+    refresh already on its way is not sent twice)."""
+    newest = (
+        QueueSettings.objects.values("project_id")
+        .annotate(newest=Max("id"), at=Max("created_at"))
+        .filter(at__lt=timezone.now() - timedelta(seconds=settle_seconds))
+    )
+    due = []
+    for row in newest:
+        built = (
+            QueueBuild.objects.filter(project_id=row["project_id"])
+            .order_by("-id")
+            .values_list("settings_id", flat=True)
+            .first()
+        )
+        if built != row["newest"]:
+            due.append(row["project_id"])
+    return due
+
+
+@dataclass
+class QueuePreviewRow:
+    case: Case
+    predicted_label: str | None
+    confidence: float | None
+    score: float | None  # what the strategy ranks by, when it is model-based
+
+
+def queue_preview(*, project: Project, limit: int = 10) -> list[QueuePreviewRow]:
+    """The next cases the queue will hand out (to someone who has seen none of them)."""
+    queue_settings = queue_settings_current(project_id=project.pk)
+    cases = list(
+        Case.objects.filter(project=project, queue_open__gt=0)
+        .select_related("score")
+        .order_by("queue_rank", "id")[:limit]
+    )
+    base = queue_settings.strategy
+    if base == QueueStrategy.MIX:
+        base = queue_settings.mix_base
+    classes = list(project.classes)
+    rows = []
+    for case in cases:
+        score_row = getattr(case, "score", None)
+        predicted = confidence = score = None
+        if score_row is not None:
+            predicted, confidence = score_row.predicted_label, score_row.confidence
+            p = np.frombuffer(bytes(score_row.probabilities), dtype="<f8")
+            if len(p) == len(classes):
+                if base == QueueStrategy.UNCERTAINTY:
+                    score = float(
+                        strategies.uncertainty(p[None, :], queue_settings.uncertainty_measure)[0]
+                    )
+                elif base == QueueStrategy.MINORITY and queue_settings.target_class in classes:
+                    score = float(p[classes.index(queue_settings.target_class)])
+        rows.append(QueuePreviewRow(case, predicted, confidence, score))
+    return rows
+
+
+def queue_waiting_count(*, project: Project) -> int:
+    """Slots open right now (a case wanting two more labels counts twice)."""
+    return Case.objects.filter(project=project, queue_open__gt=0).aggregate(
+        n=Coalesce(Sum("queue_open"), 0)
+    )["n"]
+
+
+# --- Agreement between clinicians ------------------------------------------------------------
+
+
+def opinions_by_case(*, project: Project, case_ids: list[int] | None = None) -> dict:
+    """{case id: {username: label}}: each clinician's own label of each overlap case (their
+    newest labeled or relabeled row that is not undone), for the cases several labeled."""
+    labels = Label.objects.filter(
+        project=project,
+        case__queue_wanted__gt=1,
+        kind__in=[LabelKind.LABELED, LabelKind.RELABELED, LabelKind.UNDONE],
+    )
+    if case_ids is not None:
+        labels = labels.filter(case_id__in=case_ids)
+    rows = list(
+        labels.order_by("-id").values_list(
+            "id", "case_id", "author__username", "value", "kind", "undoes_id"
+        )
+    )
+    undone = {undoes_id for *_, kind, undoes_id in rows if kind == LabelKind.UNDONE}
+    # An opinion belongs to someone who labeled the case independently (a `labeled` row); a
+    # relabel by a third person (a task) is not one, but correcting one's own label is.
+    independent = {
+        (case_id, who) for _, case_id, who, _, kind, _ in rows if kind == LabelKind.LABELED
+    }
+    opinions: dict[int, dict[str, str]] = {}
+    for label_id, case_id, who, value, kind, _ in rows:  # newest first
+        if kind == LabelKind.UNDONE or label_id in undone or (case_id, who) not in independent:
+            continue
+        opinions.setdefault(case_id, {}).setdefault(who, value)
+    return opinions
+
+
+def case_opinions(*, case_id: int) -> dict[str, str]:
+    case = Case.objects.select_related("project").get(pk=case_id)
+    return opinions_by_case(project=case.project, case_ids=[case_id]).get(case_id, {})
+
+
+@dataclass
+class PairAgreement:
+    first: str
+    second: str
+    cases: int
+    kappa: float | None  # Cohen's kappa; None when undefined (too few cases, one class only)
+    percent: float
+
+
+@dataclass
+class Agreement:
+    cases: int  # overlap cases with at least two opinions
+    raters: list[str]
+    alpha: float | None  # Krippendorff's alpha (nominal) over all raters
+    percent: float | None  # share of those cases where everyone agreed
+    pairs: list[PairAgreement]
+    disputed: int
+
+
+def label_agreement(*, project: Project) -> Agreement:
+    """Agreement on the overlap cases: Cohen's kappa per pair of clinicians (scikit-learn),
+    and Krippendorff's alpha over everyone (the `krippendorff` package), which allows any
+    number of raters per case and cases some raters did not see."""
+    opinions = {c: o for c, o in opinions_by_case(project=project).items() if len(o) >= 2}
+    raters = sorted({who for o in opinions.values() for who in o})
+    classes = list(project.classes)
+    code = {cls: i for i, cls in enumerate(classes)}
+    alpha = None
+    if opinions and len(raters) >= 2:
+        matrix = np.full((len(raters), len(opinions)), np.nan)
+        row = {who: i for i, who in enumerate(raters)}
+        for j, o in enumerate(opinions.values()):
+            for who, value in o.items():
+                if value in code:
+                    matrix[row[who], j] = code[value]
+        try:
+            alpha = float(
+                krippendorff.alpha(
+                    reliability_data=matrix,
+                    level_of_measurement="nominal",
+                    value_domain=list(range(len(classes))),
+                )
+            )
+        except ValueError:
+            alpha = None  # a single value throughout: agreement is not measurable
+        if alpha is not None and np.isnan(alpha):
+            alpha = None
+    pairs = []
+    for i, first in enumerate(raters):
+        for second in raters[i + 1 :]:
+            both = [(o[first], o[second]) for o in opinions.values() if first in o and second in o]
+            if not both:
+                continue
+            a, b = zip(*both, strict=True)
+            percent = sum(x == y for x, y in both) / len(both)
+            kappa = None
+            if len(both) >= 2 and len(set(a) | set(b)) >= 2:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    value = cohen_kappa_score(a, b, labels=classes)
+                kappa = None if np.isnan(value) else float(value)
+            pairs.append(PairAgreement(first, second, len(both), kappa, percent))
+    disputed = sum(len(set(o.values())) > 1 for o in opinions.values())
+    return Agreement(
+        cases=len(opinions),
+        raters=raters,
+        alpha=alpha,
+        percent=(1 - disputed / len(opinions)) if opinions else None,
+        pairs=pairs,
+        disputed=disputed,
+    )
+
+
+@dataclass
+class Disagreement:
+    task: LabelTask
+    opinions: dict[str, str]
+
+
+def disagreements(*, project: Project, limit: int = 50) -> list[Disagreement]:
+    """Adjudication tasks, open ones first, with each clinician's label."""
+    tasks = list(
+        LabelTask.objects.filter(project=project, kind=TaskKind.ADJUDICATE)
+        .exclude(status=TaskStatus.CANCELLED)
+        .select_related("case", "closed_by", "label")
+        .order_by(
+            Case_(When(status=TaskStatus.OPEN, then=0), default=1),
+            "-id",
+        )[:limit]
+    )
+    opinions = opinions_by_case(project=project, case_ids=[t.case_id for t in tasks])
+    return [Disagreement(t, opinions.get(t.case_id, {})) for t in tasks]

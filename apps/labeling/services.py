@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -15,8 +18,24 @@ from apps.accounts.models import User
 from apps.cases import bulk
 from apps.cases.models import Case, ImportBatch
 from apps.cases.services import ImportResult, case_import
-from apps.labeling.models import CaseScore, Label, LabelKind, Skip
-from apps.projects.models import Project
+from apps.labeling import selectors, strategies
+from apps.labeling.models import (
+    CaseScore,
+    Label,
+    LabelCount,
+    LabelKind,
+    LabelTask,
+    Lease,
+    LeaseState,
+    QueueBuild,
+    QueueSettings,
+    QueueStrategy,
+    Skip,
+    TaskKind,
+    TaskStatus,
+    UncertaintyMeasure,
+)
+from apps.projects.models import ROLE_RANK, Membership, Project, Role
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +52,67 @@ class StaleLabel(ValidationError):
     """The case was labeled by someone else after the form was shown."""
 
 
+def _count_move(project_id: int, old: str, new: str, cases: int = 1) -> None:
+    """Move `cases` from one label value's count to another's ('' = unlabeled)."""
+    if old == new or cases == 0:
+        return
+    # Always in the same order, so two transactions moving counts never wait on each other.
+    for value, delta in sorted([(old, -cases), (new, cases)]):
+        updated = LabelCount.objects.filter(project_id=project_id, value=value).update(
+            cases=F("cases") + delta
+        )
+        if not updated:
+            LabelCount.objects.create(project_id=project_id, value=value, cases=delta)
+
+
+def _counts_add(project_id: int, counts: dict[str, int]) -> None:
+    for value, cases in sorted(counts.items()):
+        updated = LabelCount.objects.filter(project_id=project_id, value=value).update(
+            cases=F("cases") + cases
+        )
+        if not updated:
+            LabelCount.objects.create(project_id=project_id, value=value, cases=cases)
+
+
+def _open_slot(case_id: int) -> None:
+    Case.objects.filter(pk=case_id).update(queue_open=F("queue_open") + 1)
+
+
+def _take_slot(case_id: int) -> None:
+    Case.objects.filter(pk=case_id, queue_open__gt=0).update(queue_open=F("queue_open") - 1)
+
+
+def _close_lease(lease: Lease, state: str, now) -> None:
+    """End an active lease; a queue lease gives its slot back unless the case got its label."""
+    lease.state = state
+    lease.closed_at = now
+    lease.save(update_fields=["state", "closed_at"])
+    if lease.task_id is None and state != LeaseState.LABELED:
+        _open_slot(lease.case_id)
+
+
+def _open_adjudication_if_disputed(case: Case, now) -> LabelTask | None:
+    """Once an overlap case has all the independent labels it wanted, open an adjudication
+    task if they disagree."""
+    labelers = Lease.objects.filter(case=case, state=LeaseState.LABELED, task__isnull=True)
+    if labelers.values("user").distinct().count() < case.queue_wanted:
+        return None
+    opinions = selectors.case_opinions(case_id=case.pk)
+    if len(set(opinions.values())) <= 1:
+        return None
+    if LabelTask.objects.filter(
+        case=case, kind=TaskKind.ADJUDICATE, status=TaskStatus.OPEN
+    ).exists():
+        return None
+    summary = ", ".join(f"{who}: {value}" for who, value in sorted(opinions.items()))
+    return LabelTask.objects.create(
+        project_id=case.project_id,
+        case=case,
+        kind=TaskKind.ADJUDICATE,
+        reason=f"Clinicians disagree ({summary}).",
+    )
+
+
 def label_record(
     *,
     case: Case,
@@ -41,12 +121,17 @@ def label_record(
     kind: str = LabelKind.LABELED,
     note: str = "",
     seen_label_id: int | None = None,
+    task: LabelTask | None = None,
 ) -> Label:
     """Append a label to a case's history and make it the case's current label.
 
     `seen_label_id` is the newest label row the person saw (0 for none): when the case has been
     labeled since, nothing is recorded and StaleLabel says by whom. The same label sent twice in
     a row by the same person (a double click, a retried request) is recorded once.
+
+    An overlap case (one the project wants several clinicians to label) takes each clinician's
+    first label as an independent opinion, whatever others said meanwhile. A label given under
+    a relabel or adjudication task (passed, or held by lease) is of that kind and closes it.
     """
     value = value.strip()
     classes = list(case.project.classes)
@@ -56,12 +141,38 @@ def label_record(
         )
     if kind not in (LabelKind.LABELED, LabelKind.RELABELED, LabelKind.ADJUDICATED):
         raise ValidationError({"kind": f"Labels of kind {kind!r} are not recorded by hand."})
+    now = timezone.now()
     with transaction.atomic():
         # Lock the case so that concurrent labels cannot leave current_label pointing at a row
         # that is not the newest.
         locked = Case.objects.select_for_update().get(pk=case.pk)
         newest = Label.objects.filter(case=locked).select_related("author").order_by("-id").first()
-        if seen_label_id is not None and (newest.pk if newest else 0) != seen_label_id:
+        own_leases = list(
+            Lease.objects.filter(
+                case=locked, user=author, state__in=[LeaseState.ACTIVE, LeaseState.LABELED]
+            ).select_related("task")
+        )
+        lease = next((x for x in own_leases if x.state == LeaseState.ACTIVE), None)
+        labeled_before = any(x.state == LeaseState.LABELED for x in own_leases)
+        if task is None and lease is not None and lease.task is not None:
+            task = lease.task
+        if task is not None:
+            task = LabelTask.objects.select_for_update().get(pk=task.pk)
+            if task.case_id != locked.pk:
+                raise ValidationError("That task is about another case.")
+            if task.status != TaskStatus.OPEN:
+                raise ValidationError(
+                    f"This {task.get_kind_display().lower()} task is already "
+                    f"{task.get_status_display().lower()}."
+                )
+            adjudicating = task.kind == TaskKind.ADJUDICATE
+            kind = LabelKind.ADJUDICATED if adjudicating else LabelKind.RELABELED
+        independent = task is None and locked.queue_wanted > 1 and not labeled_before
+        if (
+            not independent
+            and seen_label_id is not None
+            and (newest.pk if newest else 0) != seen_label_id
+        ):
             who = newest.author.username if newest else "someone"
             shown = newest.value if newest and newest.value else "no label"
             raise StaleLabel(
@@ -69,13 +180,14 @@ def label_record(
                 f"now {shown}. Your label was not saved; label it again to replace theirs."
             )
         if (
-            newest is not None
+            task is None
+            and newest is not None
             and newest.author_id == author.pk
             and newest.value == value
             and newest.kind in (LabelKind.LABELED, LabelKind.RELABELED, LabelKind.ADJUDICATED)
         ):
             return newest
-        if kind == LabelKind.LABELED and locked.current_label:
+        if kind == LabelKind.LABELED and locked.current_label and not independent:
             kind = LabelKind.RELABELED
         label = Label.objects.create(
             project_id=locked.project_id,
@@ -85,8 +197,33 @@ def label_record(
             author=author,
             note=note[:500],
         )
+        _count_move(locked.project_id, locked.current_label, value)
         locked.current_label = value
         locked.save(update_fields=["current_label"])
+        if lease is not None:
+            _close_lease(lease, LeaseState.LABELED, now)
+        elif not labeled_before:
+            # Labeled outside the queue (a correction, the API): it still counts as this
+            # person's label of the case, and fills a slot the queue would have handed out.
+            Lease.objects.create(
+                project_id=locked.project_id,
+                case=locked,
+                user=author,
+                task=task,
+                state=LeaseState.LABELED,
+                expires_at=now,
+                closed_at=now,
+            )
+            if task is None:
+                _take_slot(locked.pk)
+        if task is not None:
+            task.status = TaskStatus.DONE
+            task.closed_by = author
+            task.closed_at = now
+            task.label = label
+            task.save(update_fields=["status", "closed_by", "closed_at", "label"])
+        if independent:
+            _open_adjudication_if_disputed(locked, now)
         _labels_changed(locked.project_id, 1)
     case.current_label = value
     return label
@@ -95,8 +232,10 @@ def label_record(
 def label_undo_last(*, project: Project, author: User) -> Label:
     """Undo `author`'s newest label in `project` by appending an `undone` row.
 
-    The case goes back to the value it had before; nothing is deleted.
+    The case goes back to the value it had before, and back to the author under a fresh lease
+    so that nobody else is handed it meanwhile; nothing is deleted.
     """
+    now = timezone.now()
     with transaction.atomic():
         undone = Label.objects.filter(project=project, author=author, kind=LabelKind.UNDONE)
         last = (
@@ -128,22 +267,268 @@ def label_undo_last(*, project: Project, author: User) -> Label:
             author=author,
             undoes=last,
         )
+        _count_move(project.pk, case.current_label, restored)
         case.current_label = restored
         case.save(update_fields=["current_label"])
+        for held in Lease.objects.filter(project=project, user=author, state=LeaseState.ACTIVE):
+            _close_lease(held, LeaseState.RELEASED, now)
+        lease = (
+            Lease.objects.filter(case=case, user=author, state=LeaseState.LABELED)
+            .order_by("-id")
+            .first()
+        )
+        if lease is not None:
+            lease.state = LeaseState.ACTIVE
+            lease.closed_at = None
+            lease.expires_at = now + _lease_length(project.pk)
+            lease.save(update_fields=["state", "closed_at", "expires_at"])
+        LabelTask.objects.filter(label=last, status=TaskStatus.DONE).update(
+            status=TaskStatus.OPEN, closed_by=None, closed_at=None, label=None
+        )
+        # The disagreement it was part of is no longer complete; a new one opens if the case
+        # is labeled differently again.
+        LabelTask.objects.filter(
+            case=case, kind=TaskKind.ADJUDICATE, status=TaskStatus.OPEN
+        ).update(status=TaskStatus.CANCELLED, closed_by=author, closed_at=now)
         _labels_changed(project.pk, 1)
     return undo
 
 
 def case_skip(*, case: Case, user: User) -> Skip:
-    """The clinician passes on this case; it is not offered to them again."""
-    return Skip.objects.create(case=case, user=user)
+    """The person passes on this case: it goes back to the queue for others, and is not
+    offered to them again. A skipped task stays open for others (or its assignee's list)."""
+    now = timezone.now()
+    with transaction.atomic():
+        lease = Lease.objects.filter(case=case, user=user, state=LeaseState.ACTIVE).first()
+        if lease is not None:
+            _close_lease(lease, LeaseState.SKIPPED, now)
+        else:
+            Lease.objects.create(
+                project_id=case.project_id,
+                case=case,
+                user=user,
+                state=LeaseState.SKIPPED,
+                expires_at=now,
+                closed_at=now,
+            )
+        return Skip.objects.create(case=case, user=user)
 
 
-def _imported_labels_sink(author: User):
+def lease_release(*, project: Project, user: User) -> Lease | None:
+    """Give back the case `user` holds in `project` without labeling or skipping it."""
+    with transaction.atomic():
+        lease = (
+            Lease.objects.select_for_update()
+            .filter(project=project, user=user, state=LeaseState.ACTIVE)
+            .first()
+        )
+        if lease is not None:
+            _close_lease(lease, LeaseState.RELEASED, timezone.now())
+    return lease
+
+
+def _lease_length(project_id: int) -> timedelta:
+    return timedelta(minutes=selectors.queue_settings_current(project_id=project_id).lease_minutes)
+
+
+def leases_expire(*, project_id: int, now=None) -> int:
+    """Return the cases of expired leases to the queue."""
+    now = now or timezone.now()
+    expired = list(
+        Lease.objects.filter(project_id=project_id, state=LeaseState.ACTIVE, expires_at__lte=now)
+        .select_for_update(skip_locked=True)
+        .only("pk", "case_id", "task_id")
+    )
+    for lease in expired:
+        _close_lease(lease, LeaseState.EXPIRED, now)
+    return len(expired)
+
+
+def queue_next(*, project: Project, user: User, role: str, now=None) -> Lease | None:
+    """Hand `user` their next case under a lease, or None when nothing is waiting for them.
+
+    In order: the case they already hold (a reload shows it again); their open relabel and
+    adjudication tasks, then the pool's; then the queue's first case with an open slot that
+    they have neither labeled nor skipped. On PostgreSQL, clinicians asking at the same moment
+    skip each other's locked rows instead of waiting, so no case is handed out twice beyond
+    the overlap asked for.
+    """
+    now = now or timezone.now()
+    queue_settings = selectors.queue_settings_current(project_id=project.pk)
+    expires_at = now + timedelta(minutes=queue_settings.lease_minutes)
+    with transaction.atomic():
+        leases_expire(project_id=project.pk, now=now)
+        held = (
+            Lease.objects.filter(project=project, user=user, state=LeaseState.ACTIVE)
+            .select_related("case", "task")
+            .first()
+        )
+        if held is not None:
+            return held
+        task = selectors.task_next_for(project=project, user=user, role=role)
+        if task is not None:
+            return Lease.objects.create(
+                project=project, case=task.case, user=user, task=task, expires_at=expires_at
+            )
+        case = selectors.queue_candidate(project=project, user=user, skip_locked=True)
+        if case is None and bulk.is_postgresql():
+            # Every open case is locked right now (a batch of the queue being re-ranked, or
+            # other clinicians): wait for one instead of saying the queue is empty.
+            case = selectors.queue_candidate(project=project, user=user, skip_locked=False)
+        if case is None:
+            return None
+        _take_slot(case.pk)
+        case.queue_open -= 1
+        lease = Lease.objects.create(
+            project=project,
+            case=case,
+            user=user,
+            rank=case.queue_rank,
+            expires_at=expires_at,
+        )
+    return lease
+
+
+def task_claim(*, task: LabelTask, user: User, role: str) -> Lease:
+    """Take an open task under a lease (from a list or a link), releasing what `user` held."""
+    now = timezone.now()
+    with transaction.atomic():
+        task = LabelTask.objects.select_for_update().select_related("case").get(pk=task.pk)
+        if task.status != TaskStatus.OPEN:
+            raise ValidationError(
+                f"This {task.get_kind_display().lower()} task is already "
+                f"{task.get_status_display().lower()}."
+            )
+        if task.kind == TaskKind.ADJUDICATE and ROLE_RANK[role] < ROLE_RANK[Role.REVIEWER]:
+            raise ValidationError("Only reviewers adjudicate.")
+        if task.assignee_id not in (None, user.pk):
+            raise ValidationError(f"This task is assigned to {task.assignee}.")
+        other = (
+            Lease.objects.filter(task=task, state=LeaseState.ACTIVE, expires_at__gt=now)
+            .exclude(user=user)
+            .select_related("user")
+            .first()
+        )
+        if other is not None:
+            raise ValidationError(f"{other.user.username} is working on this task right now.")
+        held = Lease.objects.filter(project_id=task.project_id, user=user, state=LeaseState.ACTIVE)
+        for lease in held:
+            if lease.task_id == task.pk:
+                return lease
+            _close_lease(lease, LeaseState.RELEASED, now)
+        return Lease.objects.create(
+            project_id=task.project_id,
+            case=task.case,
+            user=user,
+            task=task,
+            expires_at=now + _lease_length(task.project_id),
+        )
+
+
+def task_open(
+    *,
+    case: Case,
+    kind: str,
+    created_by: User,
+    reason: str = "",
+    assignee: User | None = None,
+) -> LabelTask:
+    """Ask for a case to be relabeled (or adjudicated), by one member or by the pool."""
+    if kind not in TaskKind.values:
+        raise ValidationError({"kind": f"Unknown task kind {kind!r}; use relabel or adjudicate."})
+    if (
+        assignee is not None
+        and not Membership.objects.filter(project_id=case.project_id, user=assignee).exists()
+    ):
+        raise ValidationError({"assignee": f"{assignee} is not a member of this project."})
+    if (
+        kind == TaskKind.ADJUDICATE
+        and LabelTask.objects.filter(case=case, kind=kind, status=TaskStatus.OPEN).exists()
+    ):
+        raise ValidationError(f"Case {case.external_id} already has an open adjudication.")
+    return LabelTask.objects.create(
+        project_id=case.project_id,
+        case=case,
+        kind=kind,
+        assignee=assignee,
+        reason=reason[:500],
+        created_by=created_by,
+    )
+
+
+def queue_settings_change(*, project: Project, changed_by: User, **fields: object) -> QueueSettings:
+    """Record a new version of the project's queue settings and have the worker re-rank.
+
+    Fields not given keep their current values.
+    """
+    current = selectors.queue_settings_current(project_id=project.pk)
+    editable = [
+        "strategy",
+        "uncertainty_measure",
+        "target_class",
+        "mix_base",
+        "random_share",
+        "seed",
+        "lease_minutes",
+        "overlap_share",
+        "overlap_labels",
+        "note",
+    ]
+    unknown = sorted(set(fields) - set(editable))
+    if unknown:
+        raise ValidationError(f"Unknown queue settings: {', '.join(unknown)}.")
+    values = {name: fields.get(name, getattr(current, name)) for name in editable}
+    if "note" not in fields:
+        values["note"] = ""
+    new = QueueSettings(project=project, changed_by=changed_by, **values)
+    errors: dict[str, str] = {}
+    if new.strategy not in QueueStrategy.values:
+        errors["strategy"] = f"Unknown strategy {new.strategy!r}."
+    if new.uncertainty_measure not in UncertaintyMeasure.values:
+        errors["uncertainty_measure"] = f"Unknown uncertainty measure {new.uncertainty_measure!r}."
+    if new.mix_base not in (QueueStrategy.UNCERTAINTY, QueueStrategy.MINORITY):
+        errors["mix_base"] = "A mix is based on uncertainty or minority-targeting."
+    targets_class = new.strategy == QueueStrategy.MINORITY or (
+        new.strategy == QueueStrategy.MIX and new.mix_base == QueueStrategy.MINORITY
+    )
+    if targets_class and new.target_class not in project.classes:
+        errors["target_class"] = (
+            f"Choose the rare class to target, one of {', '.join(project.classes)}."
+        )
+    if new.target_class and new.target_class not in project.classes:
+        errors["target_class"] = f"{new.target_class!r} is not a class of this project."
+    if not 0 <= float(new.random_share) <= 1:
+        errors["random_share"] = "The random share is between 0 and 1."
+    if not 1 <= int(new.lease_minutes) <= 24 * 60:
+        errors["lease_minutes"] = "A lease lasts between 1 minute and 24 hours."
+    if not 0 <= float(new.overlap_share) <= 1:
+        errors["overlap_share"] = "The overlap share is between 0 and 1."
+    if not 2 <= int(new.overlap_labels) <= 10:
+        errors["overlap_labels"] = "Overlap cases get between 2 and 10 labels."
+    if errors:
+        raise ValidationError(errors)
+    new.save()
+    transaction.on_commit(lambda: _enqueue_queue_refresh(project.pk))
+    return new
+
+
+def _enqueue_queue_refresh(project_id: int) -> None:
+    from apps.labeling.tasks import refresh_queue_task
+
+    try:
+        refresh_queue_task.delay(project_id)
+    except Exception:
+        # The broker is down: the beat reconciler refreshes queues whose settings are newer
+        # than their last build, so nothing is forgotten.
+        logger.warning("could not enqueue a queue refresh for project %s", project_id)
+
+
+def _imported_labels_sink(author: User, tally: Counter):
     def store(batch: ImportBatch, case_ids: np.ndarray, values: list[str]) -> int:
         keep = [i for i, value in enumerate(values) if value]
         if not keep:
             return 0
+        tally.update(values[i] for i in keep)
         if bulk.is_postgresql():
             now = timezone.now().isoformat()
             fixed = f"\t{LabelKind.IMPORTED.value}\t{author.pk}\t\t\\N\t{batch.pk}\t{now}\n"
@@ -187,17 +572,36 @@ def _imported_labels_sink(author: User):
 
 
 def cases_import(*, project: Project, path: Path, filename: str, imported_by: User) -> ImportResult:
-    """Import a case file; its `label` column becomes imported labels, in one transaction."""
+    """Import a case file; its `label` column becomes imported labels, in one transaction.
+
+    The new cases join the queue: after the ranked ones until the worker re-ranks, with the
+    project's overlap share of them wanting several labels.
+    """
+    queue_settings = selectors.queue_settings_current(project_id=project.pk)
+
+    def queue_wanted(external_ids: list[str]) -> np.ndarray:
+        chosen = strategies.in_overlap(
+            external_ids, queue_settings.overlap_share, queue_settings.seed
+        )
+        return np.where(chosen, queue_settings.overlap_labels, 1)
+
+    tally: Counter = Counter()
     with transaction.atomic():
         result = case_import(
             project=project,
             path=path,
             filename=filename,
             imported_by=imported_by,
-            label_sink=_imported_labels_sink(imported_by),
+            label_sink=_imported_labels_sink(imported_by, tally),
+            queue_wanted=queue_wanted,
         )
+        # Every class gets its row now, so that labeling only ever updates counts.
+        counts = dict.fromkeys(project.classes, 0) | {"": result.imported - result.labels}
+        _counts_add(project.pk, counts | dict(tally))
         if result.labels:
             _labels_changed(project.pk, result.labels)
+        if queue_settings.strategy != QueueStrategy.IMPORT_ORDER:
+            transaction.on_commit(lambda: _enqueue_queue_refresh(project.pk))
     return result
 
 
@@ -208,8 +612,15 @@ def case_scores_replace(
     case_ids: np.ndarray,
     predicted_labels: list[str],
     confidences: np.ndarray,
+    probabilities: np.ndarray | None = None,
 ) -> int:
-    """Replace the project's case scores with a new model version's predictions."""
+    """Replace the project's case scores with a new model version's predictions.
+
+    `probabilities` holds one row per case, a column per class in the project's order.
+    """
+    if probabilities is None:
+        probabilities = np.full((len(case_ids), 0), np.nan)
+    packed = np.ascontiguousarray(probabilities, dtype="<f8")
     with transaction.atomic():
         CaseScore.objects.filter(project_id=project_id).delete()
         CaseScore.objects.bulk_create(
@@ -220,11 +631,138 @@ def case_scores_replace(
                     model_version_number=model_version_number,
                     predicted_label=label,
                     confidence=float(confidence),
+                    probabilities=packed[i].tobytes(),
                 )
-                for case_id, label, confidence in zip(
-                    case_ids, predicted_labels, confidences, strict=True
+                for i, (case_id, label, confidence) in enumerate(
+                    zip(case_ids, predicted_labels, confidences, strict=True)
                 )
             ),
             batch_size=2000,
         )
     return len(case_ids)
+
+
+RANK_BATCH = 5000
+
+
+def queue_refresh(*, project_id: int) -> QueueBuild:
+    """Re-rank the cases still waiting for labels under the project's queue settings.
+
+    Runs in the worker: after a settings change, an import, or a new model version. Cases not
+    yet touched by anyone get the overlap the settings ask for. Ranks are written in batches,
+    best first, so that clinicians asking for a case meanwhile wait for at most one batch.
+    """
+    started = time.monotonic()
+    queue_settings = selectors.queue_settings_current(project_id=project_id)
+    if queue_settings.pk is None:
+        queue_settings.save()
+    project = Project.objects.get(pk=project_id)
+    waiting = selectors.queue_waiting_cases(project_id=project_id)
+    _overlap_update(waiting, queue_settings)
+    order, strategy_used, note = _queue_order(project, queue_settings, waiting)
+    ranks = np.empty(len(order), dtype=np.int64)
+    ranks[order] = np.arange(len(order), dtype=np.int64)
+    changed = ranks != waiting.ranks
+    # Best first: the head of the queue is right again after the first batch.
+    positions = order[changed[order]]
+    for start in range(0, len(positions), RANK_BATCH):
+        chunk = positions[start : start + RANK_BATCH]
+        _write_ranks(waiting.case_ids[chunk], ranks[chunk])
+    build = QueueBuild.objects.create(
+        project_id=project_id,
+        settings=queue_settings,
+        model_version_number=waiting.model_version_number,
+        strategy_used=strategy_used,
+        cases_ranked=len(order),
+        note=note,
+        seconds=round(time.monotonic() - started, 3),
+    )
+    logger.info(
+        "queue of project %s re-ranked: %d cases (%d moved) in %.2f s",
+        project_id,
+        len(order),
+        len(positions),
+        build.seconds,
+    )
+    return build
+
+
+def _overlap_update(waiting: selectors.WaitingCases, queue_settings: QueueSettings) -> None:
+    untouched = waiting.untouched
+    if not untouched.any():
+        return
+    chosen = strategies.in_overlap(
+        waiting.external_ids[untouched], queue_settings.overlap_share, queue_settings.seed
+    )
+    wanted = np.where(chosen, queue_settings.overlap_labels, 1)
+    differs = wanted != waiting.wanted[untouched]
+    ids = waiting.case_ids[untouched][differs]
+    values = wanted[differs]
+    for value in np.unique(values).tolist():
+        chunk_ids = ids[values == value].tolist()
+        for start in range(0, len(chunk_ids), RANK_BATCH):
+            Case.objects.filter(
+                pk__in=chunk_ids[start : start + RANK_BATCH],
+                current_label="",
+                queue_open=F("queue_wanted"),
+            ).update(queue_wanted=value, queue_open=value)
+
+
+def _queue_order(
+    project: Project, queue_settings: QueueSettings, waiting: selectors.WaitingCases
+) -> tuple[np.ndarray, str, str]:
+    strategy = queue_settings.strategy
+    ids = waiting.case_ids
+    if strategy == QueueStrategy.IMPORT_ORDER:
+        return strategies.order_import(ids), strategy, ""
+    if strategy == QueueStrategy.RANDOM:
+        return strategies.order_random(ids, queue_settings.seed), strategy, ""
+    if strategy == QueueStrategy.RECENT_FIRST:
+        return strategies.order_recent_first(ids, waiting.occurred_at), strategy, ""
+    if waiting.probabilities is None:
+        note = "No model scores yet: in order of import until the first model version."
+        return strategies.order_import(ids), QueueStrategy.IMPORT_ORDER, note
+    base = strategy if strategy != QueueStrategy.MIX else queue_settings.mix_base
+    if base == QueueStrategy.MINORITY:
+        column = list(project.classes).index(queue_settings.target_class)
+        primary = strategies.order_by_score(ids, waiting.probabilities[:, column])
+    else:
+        measure = queue_settings.uncertainty_measure or UncertaintyMeasure.MARGIN
+        primary = strategies.order_by_score(
+            ids, strategies.uncertainty(waiting.probabilities, measure)
+        )
+    if strategy != QueueStrategy.MIX:
+        return primary, strategy, ""
+    secondary = strategies.order_random(ids, queue_settings.seed)
+    merged, _ = strategies.mix_orders(
+        primary, secondary, queue_settings.random_share, queue_settings.seed
+    )
+    return merged, strategy, ""
+
+
+def _write_ranks(case_ids: np.ndarray, ranks: np.ndarray) -> None:
+    table = Case._meta.db_table
+    with transaction.atomic():
+        if bulk.is_postgresql():
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"UPDATE {table} AS c SET queue_rank = v.rank"
+                    f" FROM (SELECT unnest(%s::bigint[]) AS id, unnest(%s::bigint[]) AS rank) v"
+                    f" WHERE c.id = v.id AND c.queue_rank <> v.rank",
+                    [case_ids.tolist(), ranks.tolist()],
+                )
+        else:
+            with connection.cursor() as cursor:
+                cursor.executemany(
+                    f"UPDATE {table} SET queue_rank = %s WHERE id = %s",
+                    list(zip(ranks.tolist(), case_ids.tolist(), strict=True)),
+                )
+
+
+def queue_refresh_due() -> list[int]:
+    """Enqueue a re-rank for each project whose queue settings are newer than its last
+    build: a change whose message was lost with the broker is picked up here."""
+    due = selectors.queue_projects_due()
+    for project_id in due:
+        _enqueue_queue_refresh(project_id)
+    return due

@@ -18,16 +18,22 @@ from apps.cases.models import Case
 from apps.cases.selectors import case_features_dict, case_get_in_project, import_batch_list
 from apps.labeling import selectors, services
 from apps.labeling.exports import frame_to_csv, frame_to_parquet
-from apps.labeling.models import LabelKind
+from apps.labeling.models import LabelKind, Lease, TaskKind
 from apps.projects.models import Role
 from apps.projects.selectors import ProjectAccess, project_features, project_get_for_user
 
 
-def _case_context(access: ProjectAccess, user, case: Case | None, **extra) -> dict:
+def _case_context(
+    access: ProjectAccess, user, case: Case | None, lease: Lease | None = None, **extra
+) -> dict:
     project = access.project
     groups: dict[str, list[dict]] = {}
     prediction = None
     history = []
+    if lease is not None and (case is None or lease.case_id != case.pk):
+        lease = None  # a correction of another case: the held lease is not about this one
+    task = lease.task if lease is not None and lease.task_id else None
+    opinions = {}
     if case is not None:
         features = project_features(project=project)
         values = case_features_dict(case=case, features=features)
@@ -38,10 +44,15 @@ def _case_context(access: ProjectAccess, user, case: Case | None, **extra) -> di
         if project.show_predictions:
             prediction = selectors.case_score_get(case=case)
         history = list(selectors.label_history(case=case)[:5])
+        if task is not None and task.kind == TaskKind.ADJUDICATE:
+            opinions = selectors.case_opinions(case_id=case.pk)
     return {
         "project": project,
         "access": access,
         "case": case,
+        "lease": lease,
+        "task": task,
+        "opinions": opinions,
         "feature_groups": groups,
         "prediction": prediction,
         "history": history,
@@ -53,74 +64,103 @@ def _case_context(access: ProjectAccess, user, case: Case | None, **extra) -> di
     }
 
 
-def _case_panel(request: HttpRequest, access: ProjectAccess, case: Case | None, **extra):
-    context = _case_context(access, request.user, case, **extra)
+def _case_panel(
+    request: HttpRequest, access: ProjectAccess, case: Case | None, lease=None, **extra
+):
+    context = _case_context(access, request.user, case, lease, **extra)
     template = "labeling/label.html"
     if request.htmx:
         template += "#case-panel"
     return render(request, template, context)
 
 
+def _next_panel(request: HttpRequest, access: ProjectAccess, **extra) -> HttpResponse:
+    lease = services.queue_next(project=access.project, user=request.user, role=access.role)
+    case = lease.case if lease is not None else None
+    if case is not None:
+        case.project = access.project
+    return _case_panel(request, access, case, lease, **extra)
+
+
+def _case_in_project(access: ProjectAccess, case_id: int) -> Case:
+    case = case_get_in_project(project=access.project, case_id=case_id)
+    if case is None:
+        raise Http404("No such case in this project")
+    return case
+
+
 @login_required
 @require_GET
 def label_page(request: HttpRequest, project_id: int) -> HttpResponse:
-    """The next case to label, or the case named by ?case= (to correct a label)."""
+    """The next case from the queue (under a lease), the task named by ?task=, or the case
+    named by ?case= (to correct a label)."""
     access = project_get_for_user(user=request.user, project_id=project_id)
-    case = None
     if request.GET.get("case"):
         try:
-            case = case_get_in_project(project=access.project, case_id=int(request.GET["case"]))
+            case_id = int(request.GET["case"])
         except ValueError:
-            case = None
-        if case is None:
-            raise Http404("No such case in this project")
-    else:
-        case = selectors.queue_next_case(project=access.project, user=request.user)
-    return _case_panel(request, access, case)
+            raise Http404("No such case in this project") from None
+        case = _case_in_project(access, case_id)
+        lease = selectors.lease_active_for(project=access.project, user=request.user)
+        return _case_panel(request, access, case, lease)
+    if request.GET.get("task"):
+        task = None
+        if request.GET["task"].isdigit():
+            task = selectors.task_get(project=access.project, task_id=int(request.GET["task"]))
+        if task is None:
+            raise Http404("No such task in this project")
+        try:
+            lease = services.task_claim(task=task, user=request.user, role=access.role)
+        except ValidationError as error:
+            return _next_panel(request, access, error=" ".join(error.messages))
+        lease.case.project = access.project
+        return _case_panel(request, access, lease.case, lease)
+    return _next_panel(request, access)
 
 
 @login_required
 @require_POST
 def label_submit(request: HttpRequest, project_id: int, case_id: int) -> HttpResponse:
     access = project_get_for_user(user=request.user, project_id=project_id)
-    case = case_get_in_project(project=access.project, case_id=case_id)
-    if case is None:
-        raise Http404("No such case in this project")
+    case = _case_in_project(access, case_id)
     value = request.POST.get("value", "")
     seen = request.POST.get("seen_label_id", "")
+    task = None
+    if request.POST.get("task_id", "").isdigit():
+        task = selectors.task_get(project=access.project, task_id=int(request.POST["task_id"]))
     try:
         label = services.label_record(
             case=case,
             value=value,
             author=request.user,
             seen_label_id=int(seen) if seen.isdigit() else None,
+            task=task,
         )
     except services.StaleLabel as error:
         # Show the case as it is now; the next key press labels it again, knowingly.
-        response = _case_panel(request, access, case, error=" ".join(error.messages))
+        lease = selectors.lease_active_for(project=access.project, user=request.user)
+        response = _case_panel(request, access, case, lease, error=" ".join(error.messages))
         response.status_code = 409
         return response
     except ValidationError as error:
-        response = _case_panel(request, access, case, error=" ".join(error.messages))
+        lease = selectors.lease_active_for(project=access.project, user=request.user)
+        response = _case_panel(request, access, case, lease, error=" ".join(error.messages))
         response.status_code = 400
         return response
-    next_case = selectors.queue_next_case(project=access.project, user=request.user)
-    verb = "Relabeled" if label.kind == LabelKind.RELABELED else "Labeled"
-    return _case_panel(
-        request, access, next_case, notice=f"{verb} {case.external_id} as {label.value}."
-    )
+    verb = {
+        LabelKind.RELABELED: "Relabeled",
+        LabelKind.ADJUDICATED: "Adjudicated",
+    }.get(label.kind, "Labeled")
+    return _next_panel(request, access, notice=f"{verb} {case.external_id} as {label.value}.")
 
 
 @login_required
 @require_POST
 def label_skip(request: HttpRequest, project_id: int, case_id: int) -> HttpResponse:
     access = project_get_for_user(user=request.user, project_id=project_id)
-    case = case_get_in_project(project=access.project, case_id=case_id)
-    if case is None:
-        raise Http404("No such case in this project")
+    case = _case_in_project(access, case_id)
     services.case_skip(case=case, user=request.user)
-    next_case = selectors.queue_next_case(project=access.project, user=request.user)
-    return _case_panel(request, access, next_case, notice=f"Skipped {case.external_id}.")
+    return _next_panel(request, access, notice=f"Skipped {case.external_id}.")
 
 
 @login_required
@@ -130,12 +170,13 @@ def label_undo(request: HttpRequest, project_id: int) -> HttpResponse:
     try:
         undo = services.label_undo_last(project=access.project, author=request.user)
     except ValidationError as error:
-        next_case = selectors.queue_next_case(project=access.project, user=request.user)
-        return _case_panel(request, access, next_case, error=" ".join(error.messages))
+        return _next_panel(request, access, error=" ".join(error.messages))
     case = undo.case
+    case.project = access.project
+    lease = selectors.lease_active_for(project=access.project, user=request.user)
     restored = f" (back to {undo.value})" if undo.value else ""
     return _case_panel(
-        request, access, case, notice=f"Undid your label of {case.external_id}{restored}."
+        request, access, case, lease, notice=f"Undid your label of {case.external_id}{restored}."
     )
 
 

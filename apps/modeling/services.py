@@ -20,7 +20,7 @@ from apps.accounts.models import User
 from apps.cases.models import Case
 from apps.cases.selectors import case_feature_matrix
 from apps.labeling.selectors import label_snapshot, label_watermark
-from apps.labeling.services import case_scores_replace
+from apps.labeling.services import case_scores_replace, queue_refresh
 from apps.modeling.ml.persistence import model_save
 from apps.modeling.ml.training import (
     DEFAULT_PARAMS,
@@ -313,5 +313,12 @@ def _train(run: TrainingRun, written: list[Path]) -> None:
         case_ids=matrix.case_ids,
         predicted_labels=[classes[i] for i in proba.argmax(axis=1)],
         confidences=proba.max(axis=1),
+        probabilities=proba,
     )
+    TrainingRun.objects.filter(pk=run.pk).update(
+        progress=97, progress_message="Re-ranking the labeling queue"
+    )
+    # The queue's model-based strategies rank by these scores: re-rank here, in the worker,
+    # so that handing out a case never sorts cases.
+    queue_refresh(project_id=project.pk)
     TrainingRun.objects.filter(pk=run.pk).update(progress=100, progress_message="Done")

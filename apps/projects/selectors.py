@@ -70,3 +70,13 @@ def membership_list(*, project: Project) -> list[Membership]:
     """Members from the highest role down, then in the order they joined."""
     members = Membership.objects.filter(project=project).select_related("user").order_by("id")
     return sorted(members, key=lambda m: -ROLE_RANK[m.role])
+
+
+def membership_user(*, project: Project, username: str) -> User | None:
+    """The member of `project` with this username, or None."""
+    membership = (
+        Membership.objects.filter(project=project, user__username=username)
+        .select_related("user")
+        .first()
+    )
+    return membership.user if membership else None

@@ -154,6 +154,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ROUTES = {"modeling.*": {"queue": "ml"}}
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_BEAT_SCHEDULE = {
+    "labeling-queue-reconciler": {"task": "labeling.refresh_due_queues", "schedule": 30.0},
     "modeling-retrain-scheduler": {
         "task": "modeling.schedule_retrains",
         "schedule": float(CASEBOOK_RETRAIN_POLL_SECONDS),
