@@ -270,21 +270,23 @@ def queue_candidate(*, project: Project, user: User, skip_locked: bool) -> Case 
     """The first case in queue order with an open slot that `user` has not labeled or skipped.
 
     Reads the partial index on (project, queue_rank, id) from its head; on PostgreSQL the row
-    is locked for the caller's transaction.
+    is locked for the caller's transaction. Written as SQL: it runs on every next-case request.
     """
-    seen = Lease.objects.filter(
-        case=OuterRef("pk"), user=user, state__in=[LeaseState.LABELED, LeaseState.SKIPPED]
-    )
-    candidates = (
-        Case.objects.filter(project=project, queue_open__gt=0)
-        .exclude(Exists(seen))
-        .order_by("queue_rank", "id")
-    )
+    lock = ""
     if bulk.is_postgresql():
-        candidates = candidates.select_for_update(skip_locked=skip_locked, of=("self",))
-    case = candidates.first()
-    if case is not None:
-        case.project = project
+        lock = " FOR UPDATE OF c SKIP LOCKED" if skip_locked else " FOR UPDATE OF c"
+    sql = (
+        f"SELECT c.* FROM {Case._meta.db_table} c"
+        f" WHERE c.project_id = %s AND c.queue_open > 0 AND NOT EXISTS ("
+        f"  SELECT 1 FROM {Lease._meta.db_table} l WHERE l.case_id = c.id AND l.user_id = %s"
+        f"  AND l.state IN ('labeled', 'skipped'))"
+        f" ORDER BY c.queue_rank, c.id LIMIT 1{lock}"
+    )
+    found = list(Case.objects.raw(sql, [project.pk, user.pk]))
+    if not found:
+        return None
+    case = found[0]
+    case.project = project
     return case
 
 

@@ -20,7 +20,14 @@ def _seed_key(seed: int) -> str:
 def seeded_hash(values: np.ndarray, seed: int) -> np.ndarray:
     """A stable pseudo-random uint64 per value: the same value and seed give the same number
     in every process and version, and adding values leaves the others' numbers unchanged."""
-    return pd.util.hash_array(np.asarray(values), hash_key=_seed_key(seed), categorize=False)
+    values = np.asarray(values)
+    if values.dtype.kind in "iu":
+        # pandas hashes numbers without the key: shift them by a seed-derived constant first.
+        # The mixing is a bijection on 64 bits, so distinct ids keep distinct hashes.
+        with np.errstate(over="ignore"):
+            shifted = values.astype(np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+        return pd.util.hash_array(pd.util.hash_array(shifted), categorize=False)
+    return pd.util.hash_array(values, hash_key=_seed_key(seed), categorize=False)
 
 
 def in_overlap(external_ids: list[str] | np.ndarray, share: float, seed: int) -> np.ndarray:

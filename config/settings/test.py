@@ -17,3 +17,8 @@ CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "memory://localhost/")
 CASEBOOK_MODEL_DIR = VAR_DIR / "test-models"
 # Tests do not run collectstatic; WhiteNoise would warn about the missing folder.
 WHITENOISE_AUTOREFRESH = True
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    # A file, not memory: the concurrency tests label from many threads, each with its own
+    # connection, as the web processes of the embedded default do.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-casebook.sqlite3")}  # noqa: F405
