@@ -1,10 +1,13 @@
-"""Run every Casebook benchmark and print one table: `.venv/bin/python bench/run.py [--quick]`.
+"""Run every Casebook benchmark and print their tables: `.venv/bin/python bench/run.py [--quick]`.
 
 The full run imports 100,000 and 1,000,000 cases of 30 features and loads the million back as
 a matrix (a few minutes on a 2-core machine); --quick does 100,000 cases only. Each measured
 step runs in its own process against a database that is dropped and created at the start
 (casebook_bench on 127.0.0.1:5432, user postgres); generated files live in a temporary folder
-that is removed at the end. See bench/README.md for what each figure means.
+that is removed at the end. Then the labeling queue is measured through the HTTP API
+(bench/bench_queue.py: 10k and 1M cases on PostgreSQL, 10k on SQLite; --quick: 10k only, fewer
+requests), in its own database casebook_bench_queue. `--only import` or `--only queue` runs one
+of the two. See bench/README.md for what each figure means.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import bench_feature_load, bench_import  # noqa: E402
+from bench import bench_feature_load, bench_import, bench_queue  # noqa: E402
 from bench.common import Row, migrate_and_seed, recreate_database  # noqa: E402
 
 # The design constraints (seconds): import 100k and 1M cases, load 1M as a matrix. "In seconds"
@@ -80,7 +83,7 @@ def format_table(rows: list[Row]) -> str:
 
 def run(quick: bool, workdir: Path) -> list[Row]:
     var_dir = workdir / "var"
-    var_dir.mkdir()
+    var_dir.mkdir(parents=True)
     # (cases, repeats of each side; the best is kept): bounded to a few minutes on 2 cores.
     imports = [(100_000, 2)] if quick else [(100_000, 2), (1_000_000, 1)]
     load_size = imports[-1][0]
@@ -134,15 +137,23 @@ def run(quick: bool, workdir: Path) -> list[Row]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="100,000 cases only")
+    parser.add_argument("--only", choices=["import", "queue"], help="run one benchmark only")
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    rows: list[Row] = []
+    queue_report = ""
     with tempfile.TemporaryDirectory(prefix="casebook-bench-") as tmp:
-        rows = run(args.quick, Path(tmp))
-    print(format_table(rows))
-    met = [row.met for row in rows if row.met is not None]
-    print(
-        f"\n{sum(met)} of {len(met)} targets met; whole run {time.perf_counter() - started:.0f} s."
-    )
+        if args.only in (None, "import"):
+            rows = run(args.quick, Path(tmp) / "import")
+        if args.only in (None, "queue"):
+            queue_report = bench_queue.run(args.quick, Path(tmp) / "queue")
+    if rows:
+        print(format_table(rows))
+        met = [row.met for row in rows if row.met is not None]
+        print(f"\n{sum(met)} of {len(met)} targets met.")
+    if queue_report:
+        print(("\n" if rows else "") + queue_report)
+    print(f"\nwhole run {time.perf_counter() - started:.0f} s.")
     return 0
 
 

@@ -99,9 +99,20 @@ class QueueStrategy(models.TextChoices):
     IMPORT_ORDER = "import_order", "In order of import"
     RANDOM = "random", "Random"
     RECENT_FIRST = "recent_first", "Most recent first"
-    UNCERTAINTY = "uncertainty", "Uncertainty (the model is least sure)"
-    MINORITY = "minority", "Minority-targeted (likely members of a rare class first)"
-    MIX = "mix", "Mix: a model-based strategy with a share of random cases"
+    UNCERTAINTY = "uncertainty", "Uncertainty"
+    MINORITY = "minority", "Minority-targeted"
+    MIX = "mix", "Mix"
+
+
+# What each strategy does, in the words the queue page shows next to it.
+STRATEGY_HELP = {
+    QueueStrategy.IMPORT_ORDER: "cases in the order they were imported",
+    QueueStrategy.RANDOM: "a seeded random order",
+    QueueStrategy.RECENT_FIRST: "the most recent cases first",
+    QueueStrategy.UNCERTAINTY: "the cases the deployed model is least sure of",
+    QueueStrategy.MINORITY: "the cases most likely to be of a rare class",
+    QueueStrategy.MIX: "uncertainty or minority-targeting, with a share of random cases",
+}
 
 
 class UncertaintyMeasure(models.TextChoices):

@@ -142,12 +142,11 @@ def _open_adjudication_if_disputed(case: Case, now) -> LabelTask | None:
         case=case, kind=TaskKind.ADJUDICATE, status=TaskStatus.OPEN
     ).exists():
         return None
-    summary = ", ".join(f"{who}: {value}" for who, value in sorted(opinions.items()))
     return LabelTask.objects.create(
         project_id=case.project_id,
         case=case,
         kind=TaskKind.ADJUDICATE,
-        reason=f"Clinicians disagree ({summary}).",
+        reason=f"The {len(opinions)} clinicians who labeled it independently disagree.",
     )
 
 

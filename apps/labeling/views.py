@@ -20,7 +20,12 @@ from apps.labeling import selectors, services
 from apps.labeling.exports import frame_to_csv, frame_to_parquet
 from apps.labeling.models import LabelKind, Lease, TaskKind
 from apps.projects.models import Role
-from apps.projects.selectors import ProjectAccess, project_features, project_get_for_user
+from apps.projects.selectors import (
+    ProjectAccess,
+    membership_list,
+    project_features,
+    project_get_for_user,
+)
 
 
 def _case_context(
@@ -34,6 +39,7 @@ def _case_context(
         lease = None  # a correction of another case: the held lease is not about this one
     task = lease.task if lease is not None and lease.task_id else None
     opinions = {}
+    blind = False
     if case is not None:
         features = project_features(project=project)
         values = case_features_dict(case=case, features=features)
@@ -44,6 +50,9 @@ def _case_context(
         if project.show_predictions:
             prediction = selectors.case_score_get(case=case)
         history = list(selectors.label_history(case=case)[:5])
+        # An overlap case handed out by the queue is labeled blind: others' labels of it would
+        # make the second opinion a copy of the first.
+        blind = lease is not None and task is None and case.queue_wanted > 1
         if task is not None and task.kind == TaskKind.ADJUDICATE:
             opinions = selectors.case_opinions(case_id=case.pk)
     return {
@@ -57,9 +66,15 @@ def _case_context(
         "prediction": prediction,
         "history": history,
         "seen_label_id": history[0].pk if history else 0,
+        "blind": case is not None and blind,
         "class_keys": list(enumerate(project.classes, start=1)),
         "progress": selectors.label_progress(project=project, user=user),
         "recent": selectors.label_recent_for_user(project=project, user=user, limit=5),
+        "members": (
+            [m.user.username for m in membership_list(project=project)]
+            if case is not None and case.current_label and access.can_review
+            else []
+        ),
         **extra,
     }
 

@@ -23,6 +23,10 @@ class ProjectAccess:
         return str(Role(self.role).label)
 
     @property
+    def can_review(self) -> bool:
+        return self.can(Role.REVIEWER)
+
+    @property
     def can_manage_data(self) -> bool:
         return self.can(Role.DATA_SCIENTIST)
 

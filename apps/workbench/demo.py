@@ -10,7 +10,7 @@ from django.contrib.auth.models import Group, Permission
 from django.db import transaction
 
 from apps.accounts.models import User
-from apps.labeling.services import cases_import
+from apps.labeling.services import cases_import, queue_settings_change
 from apps.projects.models import Project, Role
 from apps.projects.services import FeatureSpec, membership_set, project_create
 from apps.workbench import demo_data
@@ -18,6 +18,7 @@ from apps.workbench import demo_data
 DEMO_PASSWORD = "casebook-demo"
 DEMO_USERS = [
     ("clinician", Role.CLINICIAN, "Clara", "Clinician"),
+    ("clinician2", Role.CLINICIAN, "Ben", "Clinician"),
     ("reviewer", Role.REVIEWER, "Rafael", "Reviewer"),
     ("scientist", Role.DATA_SCIENTIST, "Dana", "Scientist"),
     ("admin", Role.ADMIN, "Ada", "Admin"),
@@ -88,6 +89,14 @@ def demo_project_load(*, dataset: demo_data.DemoDataset, users: dict[str, User])
             if username != "scientist":
                 membership_set(project=project, username=username, role=role)
         membership_set(project=project, username="scientist", role=Role.DATA_SCIENTIST)
+        # A tenth of the cases go to two clinicians, so agreement can be measured from the start.
+        queue_settings_change(
+            project=project,
+            changed_by=owner,
+            overlap_share=0.1,
+            overlap_labels=2,
+            note="Demo: a tenth of the cases are labeled by two clinicians.",
+        )
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / f"{dataset.name}.parquet"
             dataset.cases.to_parquet(path, index=False)

@@ -6,7 +6,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from apps.labeling.selectors import label_progress
+from apps.labeling.selectors import label_counts_by_clinician, label_progress
 from apps.modeling.views import runs_panel_context
 from apps.projects.models import Role
 from apps.projects.selectors import project_features, project_get_for_user, project_list_for_user
@@ -32,6 +32,7 @@ def project_page(request: HttpRequest, project_id: int) -> HttpResponse:
     context = {
         **runs_panel_context(access),
         "progress": label_progress(project=access.project, user=request.user),
+        "clinicians": label_counts_by_clinician(project=access.project),
         "features": project_features(project=access.project),
     }
     template = "workbench/project.html"

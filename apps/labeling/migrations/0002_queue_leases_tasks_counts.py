@@ -62,7 +62,7 @@ class Migration(migrations.Migration):
             name='QueueSettings',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('strategy', models.CharField(choices=[('import_order', 'In order of import'), ('random', 'Random'), ('recent_first', 'Most recent first'), ('uncertainty', 'Uncertainty (the model is least sure)'), ('minority', 'Minority-targeted (likely members of a rare class first)'), ('mix', 'Mix: a model-based strategy with a share of random cases')], default='import_order', max_length=20)),
+                ('strategy', models.CharField(choices=[('import_order', 'In order of import'), ('random', 'Random'), ('recent_first', 'Most recent first'), ('uncertainty', 'Uncertainty'), ('minority', 'Minority-targeted'), ('mix', 'Mix')], default='import_order', max_length=20)),
                 ('uncertainty_measure', models.CharField(choices=[('least_confident', 'Least confident (1 − top probability)'), ('margin', 'Margin (top two probabilities closest)'), ('entropy', 'Entropy of the probabilities')], default='margin', max_length=20)),
                 ('target_class', models.CharField(blank=True, help_text='The rare class that minority-targeting looks for.', max_length=100)),
                 ('mix_base', models.CharField(choices=[('uncertainty', 'Uncertainty'), ('minority', 'Minority-targeted')], default='uncertainty', max_length=20)),
@@ -86,7 +86,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('model_version_number', models.PositiveIntegerField(blank=True, null=True)),
-                ('strategy_used', models.CharField(choices=[('import_order', 'In order of import'), ('random', 'Random'), ('recent_first', 'Most recent first'), ('uncertainty', 'Uncertainty (the model is least sure)'), ('minority', 'Minority-targeted (likely members of a rare class first)'), ('mix', 'Mix: a model-based strategy with a share of random cases')], max_length=20)),
+                ('strategy_used', models.CharField(choices=[('import_order', 'In order of import'), ('random', 'Random'), ('recent_first', 'Most recent first'), ('uncertainty', 'Uncertainty'), ('minority', 'Minority-targeted'), ('mix', 'Mix')], max_length=20)),
                 ('cases_ranked', models.PositiveIntegerField(default=0)),
                 ('note', models.CharField(blank=True, max_length=300)),
                 ('started_at', models.DateTimeField(auto_now_add=True)),
