@@ -246,3 +246,26 @@ def test_api_tasks_and_agreement(project, cases, clinician, reviewer):
     assert lease["task"]["id"] == created.json()["id"]
     agreement = api(reviewer).get(reverse("api:agreement", args=[project.pk]))
     assert agreement.status_code == 200 and agreement.json()["cases"] == 0
+
+
+def test_a_clinician_cannot_settle_an_adjudication_by_naming_it(project, cases, clinician):
+    task = LabelTask.objects.create(project=project, case=cases[1], kind="adjudicate")
+    response = api(clinician).post(
+        reverse("api:case-labels", args=[cases[1].pk]),
+        {"value": HF, "task_id": task.pk},
+        format="json",
+    )
+    assert response.status_code == 400 and "Only reviewers" in response.json()["detail"]
+    task.refresh_from_db()
+    assert task.status == TaskStatus.OPEN and not cases[1].labels.exists()
+
+
+def test_a_task_assigned_to_someone_else_cannot_be_answered(project, cases, clinician, reviewer):
+    other = _member(project, "ben")
+    task = LabelTask.objects.create(project=project, case=cases[1], kind="relabel", assignee=other)
+    response = api(clinician).post(
+        reverse("api:case-labels", args=[cases[1].pk]),
+        {"value": HF, "task_id": task.pk},
+        format="json",
+    )
+    assert response.status_code == 400 and "assigned to ben" in response.json()["detail"]

@@ -261,7 +261,7 @@ class CaseLabelApi(APIView):
 
     @extend_schema(request=s.LabelIn, responses={201: s.LabelOut})
     def post(self, request: Request, case_id: int) -> Response:
-        case, _ = _case_for_user(request, case_id)
+        case, access = _case_for_user(request, case_id)
         data = s.LabelIn(data=request.data)
         data.is_valid(raise_exception=True)
         task = None
@@ -271,6 +271,7 @@ class CaseLabelApi(APIView):
             )
             if task is None:
                 raise Http404("No such task in this project")
+            labeling_services.task_answer_check(task=task, user=request.user, role=access.role)
         label = labeling_services.label_record(
             case=case,
             value=data.validated_data["value"],

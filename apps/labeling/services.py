@@ -491,6 +491,14 @@ def task_claim(*, task: LabelTask, user: User, role: str) -> Lease:
         )
 
 
+def task_answer_check(*, task: LabelTask, user: User, role: str) -> None:
+    """Refuse a label that names a task the person may not answer."""
+    if task.kind == TaskKind.ADJUDICATE and ROLE_RANK[role] < ROLE_RANK[Role.REVIEWER]:
+        raise ValidationError("Only reviewers adjudicate.")
+    if task.assignee_id not in (None, user.pk):
+        raise ValidationError(f"This task is assigned to {task.assignee}.")
+
+
 def task_open(
     *,
     case: Case,

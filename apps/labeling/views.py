@@ -144,6 +144,8 @@ def label_submit(request: HttpRequest, project_id: int, case_id: int) -> HttpRes
     if request.POST.get("task_id", "").isdigit():
         task = selectors.task_get(project=access.project, task_id=int(request.POST["task_id"]))
     try:
+        if task is not None:
+            services.task_answer_check(task=task, user=request.user, role=access.role)
         label = services.label_record(
             case=case,
             value=value,
