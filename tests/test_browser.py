@@ -158,3 +158,32 @@ def test_non_member_gets_404_on_label_page(live_server, page, queued_cases, outs
     response = page.goto(f"{live_server.url}/projects/{queued_cases.pk}/label/")
     assert response is not None
     assert response.status == 404
+
+
+def test_two_clinicians_side_by_side_are_shown_different_cases(
+    live_server, browser, queued_cases, clinician, reviewer
+):
+    project = queued_cases
+    pages = []
+    for user in (clinician, reviewer):
+        context = browser.new_context(viewport={"width": 1366, "height": 900})
+        context.set_default_timeout(TIMEOUT_MS)
+        pages.append(context.new_page())
+        log_in(pages[-1], live_server.url, user.username)
+    try:
+        url = f"{live_server.url}/projects/{project.pk}/label/"
+        for page in pages:
+            page.goto(url)
+        clara_case, rafael_case = (shown_case_id(page) for page in pages)
+        assert clara_case and rafael_case and clara_case != rafael_case
+        assert "Held for you until" in pages[0].content()
+        # A reload shows the case one holds, not a new one.
+        pages[1].reload()
+        assert shown_case_id(pages[1]) == rafael_case
+        # Clara labels hers; the next case she gets is neither hers nor Rafael's.
+        press_and_wait(pages[0], "1")
+        next_case = wait_for_case_other_than(pages[0], clara_case)
+        assert next_case not in (clara_case, rafael_case)
+    finally:
+        for page in pages:
+            page.context.close()
