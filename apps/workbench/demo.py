@@ -39,6 +39,9 @@ ADMIN_VIEW_PERMISSIONS = [
     "view_modelversion",
     "view_importbatch",
     "view_label",
+    "view_queuesettings",
+    "view_labeltask",
+    "view_lease",
 ]
 
 
