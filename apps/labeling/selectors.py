@@ -106,6 +106,17 @@ def label_progress(*, project: Project, user: User | None = None) -> LabelProgre
     )
 
 
+def case_totals(*, project_ids: list[int]) -> dict[int, int]:
+    """Cases per project, from the kept counts (no count over the cases themselves)."""
+    rows = (
+        LabelCount.objects.filter(project_id__in=project_ids)
+        .values("project_id")
+        .annotate(n=Sum("cases"))
+        .values_list("project_id", "n")
+    )
+    return dict(rows)
+
+
 @dataclass
 class ClinicianCounts:
     username: str

@@ -17,9 +17,8 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
 from apps.accounts.models import User
-from apps.cases.models import Case
 from apps.cases.selectors import case_feature_matrix
-from apps.labeling.selectors import label_snapshot, label_watermark
+from apps.labeling.selectors import label_progress, label_snapshot, label_watermark
 from apps.labeling.services import case_scores_replace, queue_refresh
 from apps.modeling.ml.persistence import model_save
 from apps.modeling.ml.training import (
@@ -119,8 +118,7 @@ def retrain_due_projects(*, now=None) -> list[Project]:
     for project in candidates:
         if project.last_status in (RunStatus.QUEUED, RunStatus.RUNNING):
             continue  # the next check after it finishes sees the newer labels
-        labeled = Case.objects.filter(project=project).exclude(current_label="")
-        if labeled.count() < MIN_LABELED_CASES:
+        if label_progress(project=project).labeled_cases < MIN_LABELED_CASES:
             continue  # a run would only fail; wait for more labels
         new_labels = project.labels_version - (project.trained_version or 0)
         quiet_since = project.last_labeled_at or now

@@ -1,12 +1,11 @@
 """The home page (my projects) and the project page, composed from the lower apps' selectors."""
 
 from django.contrib.auth.decorators import login_required
-from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from apps.labeling.selectors import label_counts_by_clinician, label_progress
+from apps.labeling.selectors import case_totals, label_counts_by_clinician, label_progress
 from apps.modeling.views import runs_panel_context
 from apps.projects.models import Role
 from apps.projects.selectors import project_features, project_get_for_user, project_list_for_user
@@ -15,11 +14,10 @@ from apps.projects.selectors import project_features, project_get_for_user, proj
 @login_required
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    projects = (
-        project_list_for_user(user=request.user)
-        .annotate(case_total=Count("cases", distinct=True))
-        .order_by("name")
-    )
+    projects = list(project_list_for_user(user=request.user).order_by("name"))
+    totals = case_totals(project_ids=[p.pk for p in projects])
+    for project in projects:
+        project.case_total = totals.get(project.pk, 0)
     roles = dict(request.user.memberships.values_list("project_id", "role"))
     rows = [{"project": p, "role": Role(roles[p.pk]).label} for p in projects]
     return render(request, "workbench/home.html", {"rows": rows})
