@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import hashlib
 import http.client
 import json
 import multiprocessing
@@ -86,6 +87,24 @@ def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def code_version() -> str:
+    """The commit and a digest of the app's Python files (apps/, config/) as they are now:
+    the code is edited while benchmarks run, and the server loads it when it starts."""
+    digest = hashlib.sha1()
+    for folder in ("apps", "config"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
+    ).stdout.strip()
+    return f"{head or '?'}/{digest.hexdigest()[:8]}"
+
+
 def _cpu_times() -> tuple[int, int]:
     """(busy, total) jiffies of the whole machine since boot."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -101,7 +120,7 @@ def machine_busy(seconds: float = 1.0) -> float:
     return (busy1 - busy0) / max(1, total1 - total0)
 
 
-def wait_quiet(limit_s: float = 60.0, below: float = 0.15) -> float:
+def wait_quiet(limit_s: float = 30.0, below: float = 0.15) -> float:
     """Wait (at most `limit_s`) until other work leaves the CPUs mostly idle; the last share
     measured. Other processes on a 2-core machine move these latencies a lot."""
     deadline = time.monotonic() + limit_s
@@ -920,7 +939,7 @@ class LatencyRow:
 
 
 COLUMNS = [
-    ("benchmark", 34, "<"),
+    ("benchmark", 36, "<"),
     ("db", 10, "<"),
     ("cases", 9, ">"),
     ("n", 5, ">"),
@@ -1043,6 +1062,7 @@ def plan_for(
 def measure_target(target: Target, size: int, csv: Path, plan: Plan, workdir: Path) -> dict:
     """Prepare, serve, measure and verify one database at one size."""
     tag = f"{target.label} {_cases(size)}"
+    code = code_version()
     target.create()
     say(f"{tag}: migrate, import {size:,} cases, create {CLINICIANS + 3} clinicians")
     prepared = run_child(["prepare", "--csv", str(csv), "--size", str(size)], target, 900)
@@ -1053,6 +1073,7 @@ def measure_target(target: Target, size: int, csv: Path, plan: Plan, workdir: Pa
     project_id = prepared["project_id"]
     busy: dict[str, float] = {}
     result: dict[str, Any] = {
+        "code": code,
         "import_s": prepared["import_s"],
         "imported": prepared["imported"],
         "busy": busy,
@@ -1086,6 +1107,8 @@ def measure_target(target: Target, size: int, csv: Path, plan: Plan, workdir: Pa
         result["concurrent"] = concurrent_cycles(
             server.port, tokens, project_id, plan.concurrent_cycles
         )
+    if code_version() != code:
+        result["code_changed"] = True
     problems = [
         f"{name}: {count}"
         for part in (warm, single, result["concurrent"])
@@ -1364,6 +1387,17 @@ def report(plan: Plan, targets: dict[str, Target], results: dict) -> str:
             "called directly), mean ms per request:",
             format_profile(profiles),
         ]
+    versions = {r["code"] for r in results.values() if "code" in r}
+    changed = [
+        f"{targets[e].label} {_cases(s)}" for (e, s), r in results.items() if r.get("code_changed")
+    ]
+    text += ["", f"App code (commit/digest of apps/ and config/): {', '.join(sorted(versions))}."]
+    if len(versions) > 1 or changed:
+        text.append(
+            "WARNING: the app code changed during the run"
+            + (f" (while measuring {', '.join(changed)})" if changed else "")
+            + "; figures of different sizes or databases may not be comparable."
+        )
     problems = [
         f"{targets[e].label} {_cases(s)}: {p}"
         for (e, s), r in results.items()

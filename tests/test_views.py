@@ -220,13 +220,13 @@ def test_labeling_a_case_takes_a_fixed_number_of_queries(
     client, project, cases, clinician, django_assert_num_queries
 ):
     """The hot path of the labeling screen: session, user, access, case; the label write (lock,
-    newest label, own leases, insert, two label counts, current label, lease, open slot, labels
-    version); then the next case under a lease (settings, expired leases, held lease, tasks,
-    candidate, slot, lease), its features and history, the progress counts and the recent
-    labels. None of them grows with the number of cases."""
+    newest label, own leases, insert, two label counts, current label, lease, slot recount,
+    labels version); then the next case: expired leases (a transaction of its own), held lease,
+    lease length, tasks, candidate, lease, slot recount; then its features and history, the
+    progress counts and the recent labels. None of them grows with the number of cases."""
     login(client, clinician)
     url = reverse("labeling:submit", args=[project.pk, cases[0].pk])
-    with django_assert_num_queries(30):
+    with django_assert_num_queries(32):
         response = client.post(url, {"value": "heart_failure"}, headers={"HX-Request": "true"})
     assert response.status_code == 200
 

@@ -34,12 +34,13 @@ from apps.projects.selectors import (
 from apps.projects.services import FeatureSpec
 
 
-def _case_out(case: Case) -> dict:
+def _case_out(case: Case, blind: bool = False) -> dict:
+    """A case; `blind` hides its current label from someone who must label it independently."""
     return {
         "id": case.pk,
         "external_id": case.external_id,
         "occurred_at": case.occurred_at,
-        "current_label": case.current_label,
+        "current_label": "" if blind else case.current_label,
         "features": case_features_dict(case=case),
     }
 
@@ -162,7 +163,10 @@ class QueueNextApi(APIView):
         )
         if lease is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response({**_case_out(lease.case), "lease": s.LeaseOut(lease).data})
+        blind = lease.task_id is None and labeling_selectors.case_blind_for(
+            case=lease.case, user=request.user
+        )
+        return Response({**_case_out(lease.case, blind), "lease": s.LeaseOut(lease).data})
 
 
 class QueueReleaseApi(APIView):
@@ -257,7 +261,11 @@ class CaseLabelApi(APIView):
     @extend_schema(responses=s.LabelOut(many=True))
     def get(self, request: Request, case_id: int) -> Response:
         case, _ = _case_for_user(request, case_id)
-        return Response(s.LabelOut(labeling_selectors.label_history(case=case), many=True).data)
+        history = labeling_selectors.label_history(case=case)
+        if labeling_selectors.case_blind_for(case=case, user=request.user):
+            # Still collecting independent labels: others' stay hidden until you give yours.
+            history = history.filter(author=request.user)
+        return Response(s.LabelOut(history, many=True).data)
 
     @extend_schema(request=s.LabelIn, responses={201: s.LabelOut})
     def post(self, request: Request, case_id: int) -> Response:

@@ -90,11 +90,12 @@ def label_progress(*, project: Project, user: User | None = None) -> LabelProgre
     per_class = {cls: counts.get(cls, 0) for cls in project.classes}
     mine = today = 0
     if user is not None:
-        # A labeled lease per case and person: correcting one's own label does not count twice,
-        # and an undone label reopens its lease.
+        # Cases with a labeled lease of the person: correcting one's own label does not count
+        # twice, and an undone label reopens its lease.
         own = Lease.objects.filter(project=project, user=user, state=LeaseState.LABELED)
         own_counts = own.aggregate(
-            mine=Count("id"), today=Count("id", filter=Q(closed_at__gte=_midnight()))
+            mine=Count("case", distinct=True),
+            today=Count("case", distinct=True, filter=Q(closed_at__gte=_midnight())),
         )
         mine, today = own_counts["mine"], own_counts["today"]
     return LabelProgress(
@@ -129,7 +130,10 @@ def label_counts_by_clinician(*, project: Project) -> list[ClinicianCounts]:
     rows = (
         Lease.objects.filter(project=project, state=LeaseState.LABELED)
         .values("user__username")
-        .annotate(cases=Count("id"), today=Count("id", filter=Q(closed_at__gte=_midnight())))
+        .annotate(
+            cases=Count("case", distinct=True),
+            today=Count("case", distinct=True, filter=Q(closed_at__gte=_midnight())),
+        )
         .order_by("-cases", "user__username")
     )
     return [ClinicianCounts(r["user__username"], r["cases"], r["today"]) for r in rows]
@@ -301,10 +305,13 @@ def queue_candidate(*, project: Project, user: User, skip_locked: bool) -> Case 
     return case
 
 
-def task_next_for(*, project: Project, user: User, role: str) -> LabelTask | None:
+def task_next_for(
+    *, project: Project, user: User, role: str, exclude: list[int] | None = None
+) -> LabelTask | None:
     """The first open task `user` may take: assigned to them first, then the pool's.
 
-    Adjudication is for reviewers, and never of a case on which they gave an opinion.
+    Adjudication is for reviewers, and never of a case on which they gave an opinion. On
+    PostgreSQL the task row is locked, skipping tasks someone else is taking right now.
     """
     kinds = [TaskKind.RELABEL]
     if ROLE_RANK[role] >= ROLE_RANK[Role.REVIEWER]:
@@ -320,13 +327,29 @@ def task_next_for(*, project: Project, user: User, role: str) -> LabelTask | Non
         .exclude(Exists(busy))
         .exclude(Exists(passed))
         .exclude(Q(kind=TaskKind.ADJUDICATE) & Q(Exists(own_opinion)))
+        .exclude(pk__in=exclude or [])
         .select_related("case", "created_by")
         .order_by(F("assignee_id").asc(nulls_last=True), "id")
-        .first()
     )
+    if bulk.is_postgresql():
+        task = task.select_for_update(skip_locked=True, of=("self",))
+    task = task.first()
     if task is not None:
         task.case.project = project
     return task
+
+
+def case_blind_for(*, case: Case, user: User) -> bool:
+    """Whether `user` must label this case without seeing others' labels of it: an overlap
+    case still collecting independent labels, to which they have not given theirs."""
+    if case.queue_wanted <= 1:
+        return False
+    labelers = set(
+        Lease.objects.filter(case=case, state=LeaseState.LABELED, task__isnull=True)
+        .values_list("user_id", flat=True)
+        .distinct()
+    )
+    return user.pk not in labelers and len(labelers) < case.queue_wanted
 
 
 def lease_active_for(*, project: Project, user: User) -> Lease | None:

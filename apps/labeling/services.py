@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -82,15 +82,15 @@ def _count_move(project_id: int, old: str, new: str, cases: int = 1) -> None:
     """Move `cases` from one label value's count to another's ('' = unlabeled)."""
     if old == new or cases == 0:
         return
-    # Always in the same order, so two transactions moving counts never wait on each other.
+    # Always in the same order, so two transactions moving counts never wait on each other;
+    # an upsert, so a class's first label needs no row made beforehand.
     for value, delta in sorted([(old, -cases), (new, cases)]):
-        updated = _sql(
-            f"UPDATE {COUNT_TABLE} SET cases = cases + %s WHERE project_id = %s AND value = %s"
-            f" RETURNING id",
-            [delta, project_id, value],
+        _sql(
+            f"INSERT INTO {COUNT_TABLE} (project_id, value, cases) VALUES (%s, %s, %s)"
+            f" ON CONFLICT (project_id, value)"
+            f" DO UPDATE SET cases = {COUNT_TABLE}.cases + excluded.cases",
+            [project_id, value, delta],
         )
-        if not updated:
-            LabelCount.objects.create(project_id=project_id, value=value, cases=delta)
 
 
 def _counts_add(project_id: int, counts: dict[str, int]) -> None:
@@ -102,52 +102,97 @@ def _counts_add(project_id: int, counts: dict[str, int]) -> None:
             LabelCount.objects.create(project_id=project_id, value=value, cases=cases)
 
 
-def _open_slot(case_id: int, slots: int = 1) -> None:
-    _sql(f"UPDATE {CASE_TABLE} SET queue_open = queue_open + %s WHERE id = %s", [slots, case_id])
+def _lock_case(case_id: int) -> tuple:
+    """Lock a case row (PostgreSQL; SQLite's write transactions are serial already) and read
+    (current_label, queue_wanted, external_id, project_id).
 
-
-def _take_slot(case_id: int) -> None:
-    _sql(
-        f"UPDATE {CASE_TABLE} SET queue_open = queue_open - 1 WHERE id = %s AND queue_open > 0",
+    Whatever changes a case's leases locks the case first, then its leases: one lock order,
+    so these transactions cannot deadlock each other.
+    """
+    lock = " FOR UPDATE" if bulk.is_postgresql() else ""
+    ((row),) = _sql(
+        f"SELECT current_label, queue_wanted, external_id, project_id FROM {CASE_TABLE}"
+        f" WHERE id = %s{lock}",
         [case_id],
     )
+    return row
 
 
-def _close_lease_row(lease_id: int, case_id: int, task_id: int | None, state: str, now) -> None:
-    """End an active lease; a queue lease gives its slot back unless the case got its label."""
+def _recount_slots(case_id: int) -> None:
+    """Set how many labels the case still takes from new clinicians, from its leases:
+    wanted − given − held, never below 0. For an overlap case, given is the number of people
+    who labeled it independently (a task's answer is not an opinion); for any other case, 1
+    once it has a label, whoever gave it. Held is what the queue leases out now.
+
+    Recounted (with the case locked) rather than incremented, so that late labels, overlap and
+    undo cannot make the count drift.
+    """
+    greatest = "GREATEST" if bulk.is_postgresql() else "MAX"
     _sql(
-        f"UPDATE {LEASE_TABLE} SET state = %s, closed_at = %s WHERE id = %s",
+        f"UPDATE {CASE_TABLE} SET queue_open = {greatest}(0, queue_wanted"
+        f" - CASE WHEN queue_wanted > 1 THEN (SELECT COUNT(DISTINCT user_id) FROM {LEASE_TABLE}"
+        f"    WHERE case_id = %s AND state = 'labeled' AND task_id IS NULL)"
+        f"   WHEN current_label <> '' THEN 1 ELSE 0 END"
+        f" - (SELECT COUNT(*) FROM {LEASE_TABLE}"
+        f"    WHERE case_id = %s AND state = 'active' AND task_id IS NULL))"
+        f" WHERE id = %s",
+        [case_id, case_id, case_id],
+    )
+
+
+def _close_lease_row(lease_id: int, state: str, now) -> bool:
+    """End a lease if it is still active; the caller recounts its case's slots."""
+    closed = _sql(
+        f"UPDATE {LEASE_TABLE} SET state = %s, closed_at = %s"
+        f" WHERE id = %s AND state = 'active' RETURNING id",
         [state, _stamp(now), lease_id],
     )
-    if task_id is None and state != LeaseState.LABELED:
-        _open_slot(case_id)
+    return bool(closed)
 
 
 def _close_lease(lease: Lease, state: str, now) -> None:
-    _close_lease_row(lease.pk, lease.case_id, lease.task_id, state, now)
+    """End an active lease of any case: lock the case, close, recount."""
+    _lock_case(lease.case_id)
+    _close_lease_row(lease.pk, state, now)
+    _recount_slots(lease.case_id)
     lease.state = state
     lease.closed_at = now
 
 
-def _open_adjudication_if_disputed(case: Case, now) -> LabelTask | None:
-    """Once an overlap case has all the independent labels it wanted, open an adjudication
-    task if they disagree."""
-    labelers = Lease.objects.filter(case=case, state=LeaseState.LABELED, task__isnull=True)
-    if labelers.values("user").distinct().count() < case.queue_wanted:
-        return None
-    opinions = selectors.case_opinions(case_id=case.pk)
-    if len(set(opinions.values())) <= 1:
-        return None
-    if LabelTask.objects.filter(
-        case=case, kind=TaskKind.ADJUDICATE, status=TaskStatus.OPEN
-    ).exists():
-        return None
-    return LabelTask.objects.create(
-        project_id=case.project_id,
-        case=case,
-        kind=TaskKind.ADJUDICATE,
-        reason=f"The {len(opinions)} clinicians who labeled it independently disagree.",
+def _release_task_holders(task_id: int, now) -> None:
+    """A task that is done or cancelled frees whoever else holds it."""
+    _sql(
+        f"UPDATE {LEASE_TABLE} SET state = 'released', closed_at = %s"
+        f" WHERE task_id = %s AND state = 'active'",
+        [_stamp(now), task_id],
     )
+
+
+def _sync_adjudication(case_id: int, project_id: int, wanted: int, now) -> None:
+    """Keep an overlap case's adjudication in step with its independent labels: open one when
+    all the labels wanted are in and they disagree, cancel an open one when they no longer do
+    (a label undone or corrected). A case already adjudicated stays settled."""
+    labelers = _sql(
+        f"SELECT COUNT(DISTINCT user_id) FROM {LEASE_TABLE}"
+        f" WHERE case_id = %s AND state = 'labeled' AND task_id IS NULL",
+        [case_id],
+    )[0][0]
+    opinions = selectors.case_opinions(case_id=case_id)
+    disputed = labelers >= wanted and len(set(opinions.values())) > 1
+    tasks = LabelTask.objects.filter(case_id=case_id, kind=TaskKind.ADJUDICATE)
+    open_task = tasks.filter(status=TaskStatus.OPEN).first()
+    if disputed and open_task is None and not tasks.filter(status=TaskStatus.DONE).exists():
+        LabelTask.objects.create(
+            project_id=project_id,
+            case_id=case_id,
+            kind=TaskKind.ADJUDICATE,
+            reason=f"The {len(opinions)} clinicians who labeled it independently disagree.",
+        )
+    elif not disputed and open_task is not None:
+        open_task.status = TaskStatus.CANCELLED
+        open_task.closed_at = now
+        open_task.save(update_fields=["status", "closed_at"])
+        _release_task_holders(open_task.pk, now)
 
 
 def label_record(
@@ -179,15 +224,10 @@ def label_record(
     if kind not in (LabelKind.LABELED, LabelKind.RELABELED, LabelKind.ADJUDICATED):
         raise ValidationError({"kind": f"Labels of kind {kind!r} are not recorded by hand."})
     now = timezone.now()
-    lock = " FOR UPDATE" if bulk.is_postgresql() else ""
     with transaction.atomic():
         # Lock the case so that concurrent labels cannot leave current_label pointing at a row
-        # that is not the newest (SQLite's write transactions are serial already).
-        ((current_label, wanted, external_id, project_id),) = _sql(
-            f"SELECT current_label, queue_wanted, external_id, project_id FROM {CASE_TABLE}"
-            f" WHERE id = %s{lock}",
-            [case.pk],
-        )
+        # that is not the newest.
+        current_label, wanted, external_id, project_id = _lock_case(case.pk)
         newest = _sql(
             f"SELECT l.id, l.value, l.kind, l.author_id, u.username FROM {LABEL_TABLE} l"
             f" JOIN {USER_TABLE} u ON u.id = l.author_id WHERE l.case_id = %s"
@@ -247,7 +287,7 @@ def label_record(
         _count_move(project_id, current_label, value)
         _sql(f"UPDATE {CASE_TABLE} SET current_label = %s WHERE id = %s", [value, case.pk])
         if lease is not None:
-            _close_lease_row(lease[0], case.pk, lease[2], LeaseState.LABELED, now)
+            _close_lease_row(lease[0], LeaseState.LABELED, now)
         elif not labeled_before:
             # Labeled outside the queue (a correction, the API): it still counts as this
             # person's label of the case, and fills a slot the queue would have handed out.
@@ -259,17 +299,16 @@ def label_record(
                 [project_id, case.pk, author.pk, task.pk if task else None, "labeled"]
                 + [stamp] * 3,
             )
-            if task is None:
-                _take_slot(case.pk)
+        _recount_slots(case.pk)
         if task is not None:
             task.status = TaskStatus.DONE
             task.closed_by = author
             task.closed_at = now
             task.label = label
             task.save(update_fields=["status", "closed_by", "closed_at", "label"])
-        if independent:
-            case.queue_wanted = wanted
-            _open_adjudication_if_disputed(case, now)
+            _release_task_holders(task.pk, now)
+        elif wanted > 1 and (independent or labeled_before):
+            _sync_adjudication(case.pk, project_id, wanted, now)
         _labels_changed(project_id, 1)
     case.current_label = value
     return label
@@ -296,7 +335,8 @@ def label_undo_last(*, project: Project, author: User) -> Label:
         )
         if last is None:
             raise ValidationError("You have no label to undo in this project.")
-        case = Case.objects.select_for_update().get(pk=last.case_id)
+        _lock_case(last.case_id)
+        case = Case.objects.get(pk=last.case_id)
         newest = Label.objects.filter(case=case).order_by("-id").first()
         if newest is None or newest.pk != last.pk:
             raise ValidationError(
@@ -316,26 +356,37 @@ def label_undo_last(*, project: Project, author: User) -> Label:
         _count_move(project.pk, case.current_label, restored)
         case.current_label = restored
         case.save(update_fields=["current_label"])
-        for held in Lease.objects.filter(project=project, user=author, state=LeaseState.ACTIVE):
-            _close_lease(held, LeaseState.RELEASED, now)
-        lease = (
-            Lease.objects.filter(case=case, user=author, state=LeaseState.LABELED)
-            .order_by("-id")
-            .first()
-        )
-        if lease is not None:
-            lease.state = LeaseState.ACTIVE
-            lease.closed_at = None
-            lease.expires_at = now + _lease_length(project.pk)
-            lease.save(update_fields=["state", "closed_at", "expires_at"])
         LabelTask.objects.filter(label=last, status=TaskStatus.DONE).update(
             status=TaskStatus.OPEN, closed_by=None, closed_at=None, label=None
         )
-        # The disagreement it was part of is no longer complete; a new one opens if the case
-        # is labeled differently again.
-        LabelTask.objects.filter(
-            case=case, kind=TaskKind.ADJUDICATE, status=TaskStatus.OPEN
-        ).update(status=TaskStatus.CANCELLED, closed_by=author, closed_at=now)
+        undone_ids = Label.objects.filter(case=case, kind=LabelKind.UNDONE).values("undoes_id")
+        still_labeled = (
+            Label.objects.filter(
+                case=case, author=author, kind__in=[LabelKind.LABELED, LabelKind.RELABELED]
+            )
+            .exclude(pk__in=undone_ids)
+            .exists()
+        )
+        if not still_labeled:
+            # The case is the author's again, under a fresh lease, so that nobody else is
+            # handed it meanwhile; the case they held goes back to the queue.
+            for held in Lease.objects.filter(
+                project=project, user=author, state=LeaseState.ACTIVE
+            ).exclude(case=case):
+                _close_lease(held, LeaseState.RELEASED, now)
+            lease = (
+                Lease.objects.filter(case=case, user=author, state=LeaseState.LABELED)
+                .order_by("-id")
+                .first()
+            )
+            if lease is not None:
+                lease.state = LeaseState.ACTIVE
+                lease.closed_at = None
+                lease.expires_at = now + _lease_length(project.pk)
+                lease.save(update_fields=["state", "closed_at", "expires_at"])
+        _recount_slots(case.pk)
+        if case.queue_wanted > 1:
+            _sync_adjudication(case.pk, project.pk, case.queue_wanted, now)
         _labels_changed(project.pk, 1)
     return undo
 
@@ -345,9 +396,10 @@ def case_skip(*, case: Case, user: User) -> Skip:
     offered to them again. A skipped task stays open for others (or its assignee's list)."""
     now = timezone.now()
     with transaction.atomic():
+        _lock_case(case.pk)
         lease = Lease.objects.filter(case=case, user=user, state=LeaseState.ACTIVE).first()
         if lease is not None:
-            _close_lease(lease, LeaseState.SKIPPED, now)
+            _close_lease_row(lease.pk, LeaseState.SKIPPED, now)
         else:
             Lease.objects.create(
                 project_id=case.project_id,
@@ -357,17 +409,14 @@ def case_skip(*, case: Case, user: User) -> Skip:
                 expires_at=now,
                 closed_at=now,
             )
+        _recount_slots(case.pk)
         return Skip.objects.create(case=case, user=user)
 
 
 def lease_release(*, project: Project, user: User) -> Lease | None:
     """Give back the case `user` holds in `project` without labeling or skipping it."""
     with transaction.atomic():
-        lease = (
-            Lease.objects.select_for_update()
-            .filter(project=project, user=user, state=LeaseState.ACTIVE)
-            .first()
-        )
+        lease = Lease.objects.filter(project=project, user=user, state=LeaseState.ACTIVE).first()
         if lease is not None:
             _close_lease(lease, LeaseState.RELEASED, timezone.now())
     return lease
@@ -385,20 +434,76 @@ def _lease_length(project_id: int) -> timedelta:
 def leases_expire(*, project_id: int, now=None) -> int:
     """Return the cases of expired leases to the queue.
 
-    On PostgreSQL the lease and its case are locked together, skipping any that a label being
-    recorded holds right now: that label closes the lease itself.
+    On PostgreSQL only the cases are locked, skipping any that a label being recorded holds
+    right now (that label closes the lease itself); callers run this in a transaction of its
+    own, so that no other lock is held while it waits.
     """
     now = now or timezone.now()
-    lock = " FOR UPDATE OF l, c SKIP LOCKED" if bulk.is_postgresql() else ""
+    lock = " FOR UPDATE OF c SKIP LOCKED" if bulk.is_postgresql() else ""
     expired = _sql(
-        f"SELECT l.id, l.case_id, l.task_id FROM {LEASE_TABLE} l"
+        f"SELECT l.id, l.case_id FROM {LEASE_TABLE} l"
         f" JOIN {CASE_TABLE} c ON c.id = l.case_id"
         f" WHERE l.project_id = %s AND l.state = 'active' AND l.expires_at <= %s{lock}",
         [project_id, _stamp(now)],
     )
-    for lease_id, case_id, task_id in expired:
-        _close_lease_row(lease_id, case_id, task_id, LeaseState.EXPIRED, now)
+    for lease_id, _ in expired:
+        _close_lease_row(lease_id, LeaseState.EXPIRED, now)
+    for case_id in sorted({case_id for _, case_id in expired}):
+        _recount_slots(case_id)
     return len(expired)
+
+
+def _lease_insert(
+    *,
+    project_id: int,
+    case: Case,
+    user: User,
+    expires_at,
+    now,
+    task: LabelTask | None = None,
+    rank: int | None = None,
+) -> Lease | None:
+    """Insert an active lease; None when the person already holds one (a request of theirs
+    running at the same moment, e.g. a double press, got there first)."""
+    rows = _sql(
+        f"INSERT INTO {LEASE_TABLE} (project_id, case_id, user_id, task_id, state, rank,"
+        f" expires_at, created_at, closed_at) VALUES (%s, %s, %s, %s, 'active', %s, %s, %s, NULL)"
+        f" ON CONFLICT (project_id, user_id) WHERE state = 'active' DO NOTHING RETURNING id",
+        [
+            project_id,
+            case.pk,
+            user.pk,
+            task.pk if task else None,
+            rank,
+            _stamp(expires_at),
+            _stamp(now),
+        ],
+    )
+    if not rows:
+        return None
+    return Lease(
+        pk=rows[0][0],
+        project_id=project_id,
+        case=case,
+        user=user,
+        task=task,
+        state=LeaseState.ACTIVE,
+        rank=rank,
+        expires_at=expires_at,
+        created_at=now,
+    )
+
+
+def _held_lease(project: Project, user: User) -> Lease | None:
+    held = _sql(
+        f"SELECT id FROM {LEASE_TABLE} WHERE project_id = %s AND user_id = %s AND state = 'active'",
+        [project.pk, user.pk],
+    )
+    if not held:
+        return None
+    lease = Lease.objects.select_related("case", "task").get(pk=held[0][0])
+    lease.case.project = project
+    return lease
 
 
 def queue_next(*, project: Project, user: User, role: str, now=None) -> Lease | None:
@@ -413,27 +518,28 @@ def queue_next(*, project: Project, user: User, role: str, now=None) -> Lease | 
     now = now or timezone.now()
     with transaction.atomic():
         leases_expire(project_id=project.pk, now=now)
-        held = _sql(
-            f"SELECT id FROM {LEASE_TABLE} WHERE project_id = %s AND user_id = %s"
-            f" AND state = 'active'",
-            [project.pk, user.pk],
-        )
-        if held:
-            lease = Lease.objects.select_related("case", "task").get(pk=held[0][0])
-            lease.case.project = project
-            return lease
+    with transaction.atomic():
+        held = _held_lease(project, user)
+        if held is not None:
+            if held.task is None or held.task.status == TaskStatus.OPEN:
+                return held
+            _close_lease(held, LeaseState.RELEASED, now)  # its task was settled meanwhile
         expires_at = now + _lease_length(project.pk)
         has_tasks = _sql(
             f"SELECT 1 FROM {TASK_TABLE} WHERE project_id = %s AND status = 'open' LIMIT 1",
             [project.pk],
         )
-        task = selectors.task_next_for(project=project, user=user, role=role) if has_tasks else None
+        task = _task_take(project=project, user=user, role=role) if has_tasks else None
         if task is not None:
-            lease = Lease(
-                project=project, case=task.case, user=user, task=task, expires_at=expires_at
+            lease = _lease_insert(
+                project_id=project.pk,
+                case=task.case,
+                user=user,
+                task=task,
+                expires_at=expires_at,
+                now=now,
             )
-            lease.save(force_insert=True)
-            return lease
+            return lease or _held_lease(project, user)
         case = selectors.queue_candidate(project=project, user=user, skip_locked=True)
         if case is None and bulk.is_postgresql():
             # Every open case is locked right now (a batch of the queue being re-ranked, or
@@ -441,23 +547,46 @@ def queue_next(*, project: Project, user: User, role: str, now=None) -> Lease | 
             case = selectors.queue_candidate(project=project, user=user, skip_locked=False)
         if case is None:
             return None
-        _take_slot(case.pk)
-        case.queue_open -= 1
-        lease = Lease(
-            project=project,
+        lease = _lease_insert(
+            project_id=project.pk,
             case=case,
             user=user,
             rank=case.queue_rank,
             expires_at=expires_at,
-            created_at=now,
+            now=now,
         )
-        lease.save(force_insert=True)
+        if lease is None:
+            return _held_lease(project, user)
+        _recount_slots(case.pk)
+        case.queue_open = max(case.queue_open - 1, 0)
     return lease
+
+
+def _task_take(*, project: Project, user: User, role: str) -> LabelTask | None:
+    """The first task `user` may take, locked, and checked again after the lock: a lease
+    taken by someone whose transaction ended just before ours is then seen."""
+    passed: list[int] = []
+    for _ in range(5):
+        task = selectors.task_next_for(project=project, user=user, role=role, exclude=passed)
+        if task is None:
+            return None
+        if not Lease.objects.filter(task=task, state=LeaseState.ACTIVE).exists():
+            return task
+        passed.append(task.pk)
+    return None
+
+
+def _gave_an_opinion(task: LabelTask, user: User) -> bool:
+    return Label.objects.filter(
+        case_id=task.case_id, author=user, kind__in=[LabelKind.LABELED, LabelKind.RELABELED]
+    ).exists()
 
 
 def task_claim(*, task: LabelTask, user: User, role: str) -> Lease:
     """Take an open task under a lease (from a list or a link), releasing what `user` held."""
     now = timezone.now()
+    with transaction.atomic():
+        leases_expire(project_id=task.project_id, now=now)
     with transaction.atomic():
         task = LabelTask.objects.select_for_update().select_related("case").get(pk=task.pk)
         if task.status != TaskStatus.OPEN:
@@ -465,12 +594,9 @@ def task_claim(*, task: LabelTask, user: User, role: str) -> Lease:
                 f"This {task.get_kind_display().lower()} task is already "
                 f"{task.get_status_display().lower()}."
             )
-        if task.kind == TaskKind.ADJUDICATE and ROLE_RANK[role] < ROLE_RANK[Role.REVIEWER]:
-            raise ValidationError("Only reviewers adjudicate.")
-        if task.assignee_id not in (None, user.pk):
-            raise ValidationError(f"This task is assigned to {task.assignee}.")
+        task_answer_check(task=task, user=user, role=role)
         other = (
-            Lease.objects.filter(task=task, state=LeaseState.ACTIVE, expires_at__gt=now)
+            Lease.objects.filter(task=task, state=LeaseState.ACTIVE)
             .exclude(user=user)
             .select_related("user")
             .first()
@@ -482,19 +608,28 @@ def task_claim(*, task: LabelTask, user: User, role: str) -> Lease:
             if lease.task_id == task.pk:
                 return lease
             _close_lease(lease, LeaseState.RELEASED, now)
-        return Lease.objects.create(
+        lease = _lease_insert(
             project_id=task.project_id,
             case=task.case,
             user=user,
             task=task,
             expires_at=now + _lease_length(task.project_id),
+            now=now,
         )
+        if lease is None:
+            raise ValidationError("You took another case at the same moment; try again.")
+        return lease
 
 
 def task_answer_check(*, task: LabelTask, user: User, role: str) -> None:
     """Refuse a label that names a task the person may not answer."""
-    if task.kind == TaskKind.ADJUDICATE and ROLE_RANK[role] < ROLE_RANK[Role.REVIEWER]:
-        raise ValidationError("Only reviewers adjudicate.")
+    if task.kind == TaskKind.ADJUDICATE:
+        if ROLE_RANK[role] < ROLE_RANK[Role.REVIEWER]:
+            raise ValidationError("Only reviewers adjudicate.")
+        if _gave_an_opinion(task, user):
+            raise ValidationError(
+                "You gave one of the labels in dispute; another reviewer settles it."
+            )
     if task.assignee_id not in (None, user.pk):
         raise ValidationError(f"This task is assigned to {task.assignee}.")
 
@@ -510,24 +645,32 @@ def task_open(
     """Ask for a case to be relabeled (or adjudicated), by one member or by the pool."""
     if kind not in TaskKind.values:
         raise ValidationError({"kind": f"Unknown task kind {kind!r}; use relabel or adjudicate."})
-    if (
-        assignee is not None
-        and not Membership.objects.filter(project_id=case.project_id, user=assignee).exists()
-    ):
-        raise ValidationError({"assignee": f"{assignee} is not a member of this project."})
+    if assignee is not None:
+        membership = Membership.objects.filter(project_id=case.project_id, user=assignee).first()
+        if membership is None:
+            raise ValidationError({"assignee": f"{assignee} is not a member of this project."})
+        if kind == TaskKind.ADJUDICATE and ROLE_RANK[membership.role] < ROLE_RANK[Role.REVIEWER]:
+            raise ValidationError(
+                {"assignee": f"{assignee} is not a reviewer; only reviewers adjudicate."}
+            )
+    duplicate = ValidationError(f"Case {case.external_id} already has an open adjudication.")
     if (
         kind == TaskKind.ADJUDICATE
         and LabelTask.objects.filter(case=case, kind=kind, status=TaskStatus.OPEN).exists()
     ):
-        raise ValidationError(f"Case {case.external_id} already has an open adjudication.")
-    return LabelTask.objects.create(
-        project_id=case.project_id,
-        case=case,
-        kind=kind,
-        assignee=assignee,
-        reason=reason[:500],
-        created_by=created_by,
-    )
+        raise duplicate
+    try:
+        with transaction.atomic():
+            return LabelTask.objects.create(
+                project_id=case.project_id,
+                case=case,
+                kind=kind,
+                assignee=assignee,
+                reason=reason[:500],
+                created_by=created_by,
+            )
+    except IntegrityError:
+        raise duplicate from None
 
 
 def queue_settings_change(*, project: Project, changed_by: User, **fields: object) -> QueueSettings:
@@ -584,6 +727,11 @@ def queue_settings_change(*, project: Project, changed_by: User, **fields: objec
     new.save()
     transaction.on_commit(lambda: _enqueue_queue_refresh(project.pk))
     return new
+
+
+def queue_refresh_request(*, project_id: int) -> None:
+    """Have the worker re-rank the project's queue once the current transaction commits."""
+    transaction.on_commit(lambda: _enqueue_queue_refresh(project_id))
 
 
 def _enqueue_queue_refresh(project_id: int) -> None:

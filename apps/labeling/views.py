@@ -49,10 +49,13 @@ def _case_context(
             )
         if project.show_predictions:
             prediction = selectors.case_score_get(case=case)
-        history = list(selectors.label_history(case=case)[:5])
-        # An overlap case handed out by the queue is labeled blind: others' labels of it would
-        # make the second opinion a copy of the first.
-        blind = lease is not None and task is None and case.queue_wanted > 1
+        # An overlap case is labeled blind: others' labels of it would make the second
+        # opinion a copy of the first.
+        blind = task is None and selectors.case_blind_for(case=case, user=user)
+        if not blind:
+            history = list(selectors.label_history(case=case)[:5])
+        else:
+            history = list(selectors.label_history(case=case).filter(author=user)[:5])
         if task is not None and task.kind == TaskKind.ADJUDICATE:
             opinions = selectors.case_opinions(case_id=case.pk)
     return {
@@ -72,7 +75,7 @@ def _case_context(
         "recent": selectors.label_recent_for_user(project=project, user=user, limit=5),
         "members": (
             [m.user.username for m in membership_list(project=project)]
-            if case is not None and case.current_label and access.can_review
+            if case is not None and case.current_label and access.can_review and not blind
             else []
         ),
         **extra,

@@ -19,7 +19,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from apps.accounts.models import User
 from apps.cases.selectors import case_feature_matrix
 from apps.labeling.selectors import label_progress, label_snapshot, label_watermark
-from apps.labeling.services import case_scores_replace, queue_refresh
+from apps.labeling.services import case_scores_replace, queue_refresh, queue_refresh_request
 from apps.modeling.ml.persistence import model_save
 from apps.modeling.ml.training import (
     DEFAULT_PARAMS,
@@ -317,6 +317,11 @@ def _train(run: TrainingRun, written: list[Path]) -> None:
         progress=97, progress_message="Re-ranking the labeling queue"
     )
     # The queue's model-based strategies rank by these scores: re-rank here, in the worker,
-    # so that handing out a case never sorts cases.
-    queue_refresh(project_id=project.pk)
+    # so that handing out a case never sorts cases. The model version stands either way; a
+    # re-rank that fails is sent again as a task of its own.
+    try:
+        queue_refresh(project_id=project.pk)
+    except Exception:
+        logger.exception("re-ranking the queue of project %s failed; retrying", project.pk)
+        queue_refresh_request(project_id=project.pk)
     TrainingRun.objects.filter(pk=run.pk).update(progress=100, progress_message="Done")
