@@ -872,7 +872,9 @@ def queue_refresh(*, project_id: int) -> QueueBuild:
 
     Runs in the worker: after a settings change, an import, or a new model version. Cases not
     yet touched by anyone get the overlap the settings ask for. Ranks are written in batches,
-    best first, so that clinicians asking for a case meanwhile wait for at most one batch.
+    best first, each in a short transaction of its own: a clinician asking for a case meanwhile
+    is handed the first case no batch holds, and the head of the queue is in its new order
+    after the first batch.
     """
     started = time.monotonic()
     queue_settings = selectors.queue_settings_current(project_id=project_id)
