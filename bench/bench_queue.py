@@ -63,8 +63,10 @@ if str(ROOT) not in sys.path:
 
 from bench.common import BENCH_USERNAME, RESULT_MARK, SERVER_DSN, emit  # noqa: E402
 
+# One PostgreSQL database per project size, all named casebook_bench_queue_*: the run drops
+# and creates these, and no other.
 QUEUE_DB = "casebook_bench_queue"
-QUEUE_DSN = f"postgresql://postgres@127.0.0.1:5432/{QUEUE_DB}"
+PG_HOST = "postgresql://postgres@127.0.0.1:5432"
 SETTINGS = "bench.settings_queue"
 CLASSES = ["neg", "pos"]
 CLINICIANS = 20
@@ -138,6 +140,15 @@ def wait_quiet(limit_s: float = 30.0, below: float = 0.15) -> float:
 class Target:
     engine: str  # "postgresql" or "sqlite"
     var_dir: Path
+    size: int
+
+    @property
+    def db_name(self) -> str:
+        return f"{QUEUE_DB}_{self.size}"
+
+    @property
+    def dsn(self) -> str:
+        return f"{PG_HOST}/{self.db_name}"
 
     @property
     def label(self) -> str:
@@ -159,7 +170,7 @@ class Target:
         env.pop("CELERY_BROKER_URL", None)
         env.pop("DATABASE_CONN_MAX_AGE", None)
         if self.engine == "postgresql":
-            env["DATABASE_URL"] = QUEUE_DSN
+            env["DATABASE_URL"] = self.dsn
         else:
             env.pop("DATABASE_URL", None)
         return env
@@ -169,32 +180,33 @@ class Target:
             shutil.rmtree(self.var_dir)
         self.var_dir.mkdir(parents=True)
         if self.engine == "postgresql":
-            _pg_drop_create(create=True)
+            _pg_drop_create(self.db_name, create=True)
 
     def drop(self) -> None:
         if self.engine == "postgresql":
-            _pg_drop_create(create=False)
+            _pg_drop_create(self.db_name, create=False)
         shutil.rmtree(self.var_dir, ignore_errors=True)
 
 
-def _pg_drop_create(create: bool) -> None:
-    """Drop (and recreate) this benchmark's own database, never another."""
+def _pg_drop_create(name: str, create: bool) -> None:
+    """Drop (and recreate) one of this benchmark's own databases, never another."""
     import psycopg
 
+    if not name.startswith(QUEUE_DB):
+        raise ValueError(f"not a queue benchmark database: {name}")
     with psycopg.connect(SERVER_DSN, autocommit=True) as conn:
         conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-            [QUEUE_DB],
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name]
         )
-        conn.execute(f"DROP DATABASE IF EXISTS {QUEUE_DB}")
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
         if create:
-            conn.execute(f"CREATE DATABASE {QUEUE_DB}")
+            conn.execute(f"CREATE DATABASE {name}")
 
 
-def _pg_checkpoint() -> None:
+def _pg_checkpoint(dsn: str) -> None:
     import psycopg
 
-    with psycopg.connect(QUEUE_DSN, autocommit=True) as conn:
+    with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CHECKPOINT")
 
 
@@ -324,41 +336,70 @@ def http_request(
     return response.status, data, time.perf_counter() - start
 
 
-def label_cycles(port: int, token: str, project_id: int, cycles: int, seed: int) -> dict:
-    """next -> label, `cycles` times (fewer if the queue runs dry). Latencies in seconds."""
-    rng = random.Random(seed)
-    nexts: list[float] = []
-    submits: list[float] = []
-    statuses: Counter = Counter()
-    sent = accepted = 0
-    start = time.perf_counter()
-    for _ in range(cycles):
+class Cycles:
+    """One clinician's client: next -> label cycles, with what it saw. Latencies in seconds."""
+
+    def __init__(self, port: int, token: str, project_id: int, seed: int) -> None:
+        self.port, self.token, self.project_id = port, token, project_id
+        self.rng = random.Random(seed)
+        self.nexts: list[float] = []
+        self.submits: list[float] = []
+        self.statuses: Counter = Counter()
+        self.sent = self.accepted = 0
+        self.start = time.perf_counter()
+        self.dry = False
+
+    def cycle(self) -> None:
         status, data, seconds = http_request(
-            port, "GET", f"/api/projects/{project_id}/queue/next", token
+            self.port, "GET", f"/api/projects/{self.project_id}/queue/next", self.token
         )
-        statuses[f"next {status}"] += 1
+        self.statuses[f"next {status}"] += 1
         if status == 204:
-            break
+            self.dry = True
         if status != 200:
-            continue
-        nexts.append(seconds)
+            return
+        self.nexts.append(seconds)
         case_id = json.loads(data)["id"]
-        body = json.dumps({"value": rng.choice(CLASSES), "seen_label_id": 0}).encode()
-        sent += 1
-        status, _, seconds = http_request(port, "POST", f"/api/cases/{case_id}/labels", token, body)
-        statuses[f"submit {status}"] += 1
+        body = json.dumps({"value": self.rng.choice(CLASSES), "seen_label_id": 0}).encode()
+        self.sent += 1
+        status, _, seconds = http_request(
+            self.port, "POST", f"/api/cases/{case_id}/labels", self.token, body
+        )
+        self.statuses[f"submit {status}"] += 1
         if status == 201:
-            accepted += 1
-            submits.append(seconds)
-    return {
-        "next": nexts,
-        "submit": submits,
-        "sent": sent,
-        "accepted": accepted,
-        "statuses": dict(statuses),
-        "start": start,
-        "end": time.perf_counter(),
-    }
+            self.accepted += 1
+            self.submits.append(seconds)
+
+    def result(self) -> dict:
+        return {
+            "next": self.nexts,
+            "submit": self.submits,
+            "sent": self.sent,
+            "accepted": self.accepted,
+            "statuses": dict(self.statuses),
+            "start": self.start,
+            "end": time.perf_counter(),
+        }
+
+
+def label_cycles(port: int, token: str, project_id: int, cycles: int, seed: int) -> dict:
+    """next -> label, `cycles` times (fewer if the queue runs dry)."""
+    client = Cycles(port, token, project_id, seed)
+    for _ in range(cycles):
+        client.cycle()
+        if client.dry:
+            break
+    return client.result()
+
+
+def interleaved_cycles(clients: list[Cycles], cycles: int) -> list[dict]:
+    """One cycle on each client in turn (the order reversed every other round), so that other
+    work on the machine falls on every size alike."""
+    for i in range(cycles):
+        for client in clients if i % 2 == 0 else reversed(clients):
+            if not client.dry:
+                client.cycle()
+    return [client.result() for client in clients]
 
 
 def _concurrent_client(port, token, project_id, cycles, seed, barrier, results) -> None:
@@ -510,7 +551,7 @@ class RawDb:
         if self.engine == "postgresql":
             import psycopg
 
-            return psycopg.connect(QUEUE_DSN)
+            return psycopg.connect(os.environ["DATABASE_URL"])
         import sqlite3
 
         conn = sqlite3.connect(self.sqlite_path, timeout=30, isolation_level=None)
@@ -1059,108 +1100,164 @@ def plan_for(
     )
 
 
-def measure_target(target: Target, size: int, csv: Path, plan: Plan, workdir: Path) -> dict:
-    """Prepare, serve, measure and verify one database at one size."""
-    tag = f"{target.label} {_cases(size)}"
-    code = code_version()
-    target.create()
-    say(f"{tag}: migrate, import {size:,} cases, create {CLINICIANS + 3} clinicians")
-    prepared = run_child(["prepare", "--csv", str(csv), "--size", str(size)], target, 900)
-    say(f"{tag}: imported in {prepared['import_s']:.1f} s")
-    if target.engine == "postgresql":
-        _pg_checkpoint()
-    users = prepared["users"]
-    project_id = prepared["project_id"]
-    busy: dict[str, float] = {}
-    result: dict[str, Any] = {
-        "code": code,
-        "import_s": prepared["import_s"],
-        "imported": prepared["imported"],
-        "busy": busy,
-    }
-    log = workdir / f"gunicorn-{target.engine}-{size}.log"
-    with Server(target, log, users["solo"]["token"], GUNICORN_WORKERS) as server:
-        say(f"{tag}: gunicorn on 127.0.0.1:{server.port}; one client, {plan.cycles} cycles")
-        warm = label_cycles(server.port, users["solo"]["token"], project_id, plan.warmup, 1)
-        busy["single"] = wait_quiet()
-        single = label_cycles(server.port, users["solo"]["token"], project_id, plan.cycles, 2)
-        result["single"] = single
-        say(f"{tag}: raw reference")
-        busy["raw"] = wait_quiet()
-        raw_args = [
-            "raw",
-            "--engine",
-            target.engine,
-            "--project-id",
-            str(project_id),
-            "--user-id",
-            str(users["raw"]["id"]),
-            "--cycles",
-            str(plan.cycles),
-        ]
-        result["raw"] = run_child(raw_args, target, 600)
-        if target.engine == "postgresql":
-            result["raw_kept"] = run_child([*raw_args, "--keep"], target, 600)
-        say(f"{tag}: {CLINICIANS} clients at once, {plan.concurrent_cycles} cycles each")
-        tokens = [users[f"clin{i:02d}"]["token"] for i in range(CLINICIANS)]
-        busy["concurrent"] = wait_quiet()
-        result["concurrent"] = concurrent_cycles(
-            server.port, tokens, project_id, plan.concurrent_cycles
-        )
-    if code_version() != code:
-        result["code_changed"] = True
-    problems = [
-        f"{name}: {count}"
-        for part in (warm, single, result["concurrent"])
-        for name, count in part["statuses"].items()
-        if not name.endswith((" 200", " 201"))
-    ]
-    expected = (
-        warm["accepted"]
-        + single["accepted"]
-        + result["raw"]["labels"]
-        + result.get("raw_kept", {}).get("labels", 0)
-        + result["concurrent"]["accepted"]
-    )
-    clinicians = ",".join(str(users[f"clin{i:02d}"]["id"]) for i in range(CLINICIANS))
-    say(f"{tag}: verify the database")
-    verified = run_child(
-        [
-            "verify",
-            "--project-id",
-            str(project_id),
-            "--expected",
-            str(expected),
-            "--clinicians",
-            clinicians,
-            "--concurrent",
-            str(result["concurrent"]["accepted"]),
-        ],
-        target,
-        300,
-    )
-    result["verify"] = verified
-    result["problems"] = problems + verified["problems"]
-    say(f"{tag}: in-process profile, {plan.profile_cycles} cycles")
-    busy["profile"] = wait_quiet()
-    result["profile"] = run_child(
-        [
-            "profile",
-            "--project-id",
-            str(project_id),
-            "--token",
-            users["prof"]["token"],
-            "--cycles",
-            str(plan.profile_cycles),
-        ],
-        target,
-        600,
-    )
-    return result
+def measure_engine(
+    engine: str, sizes: list[int], csvs: dict[int, Path], plan: Plan, workdir: Path
+) -> dict[int, dict]:
+    """Prepare one database per size, serve each with its own gunicorn, and measure: the
+    one-client cycles of all sizes interleaved, then per size the raw reference and the 20
+    clients; afterwards verify the stored labels and profile in-process."""
+    targets = {size: Target(engine, workdir / f"var-{engine}-{size}", size) for size in sizes}
+    label = targets[sizes[0]].label
+    results: dict[int, dict] = {}
+    prepared: dict[int, dict] = {}
+    try:
+        for size, target in targets.items():
+            tag = f"{label} {_cases(size)}"
+            target.create()
+            say(f"{tag}: migrate, import {size:,} cases, create {CLINICIANS + 3} clinicians")
+            prepared[size] = run_child(
+                ["prepare", "--csv", str(csvs[size]), "--size", str(size)], target, 900
+            )
+            say(f"{tag}: imported in {prepared[size]['import_s']:.1f} s")
+            if engine == "postgresql":
+                _pg_checkpoint(target.dsn)
+            results[size] = {
+                "import_s": prepared[size]["import_s"],
+                "imported": prepared[size]["imported"],
+                "busy": {},
+            }
+        code = code_version()
+        with contextlib.ExitStack() as stack:
+            servers = {
+                size: stack.enter_context(
+                    Server(
+                        target,
+                        workdir / f"gunicorn-{engine}-{size}.log",
+                        prepared[size]["users"]["solo"]["token"],
+                        GUNICORN_WORKERS,
+                    )
+                )
+                for size, target in targets.items()
+            }
+            warm = {
+                size: label_cycles(
+                    servers[size].port,
+                    prepared[size]["users"]["solo"]["token"],
+                    prepared[size]["project_id"],
+                    plan.warmup,
+                    1,
+                )
+                for size in sizes
+            }
+            say(
+                f"{label} {', '.join(_cases(s) for s in sizes)}: one client, {plan.cycles} "
+                "cycles" + (" per size, sizes interleaved" if len(sizes) > 1 else "")
+            )
+            busy = wait_quiet()
+            singles = interleaved_cycles(
+                [
+                    Cycles(
+                        servers[size].port,
+                        prepared[size]["users"]["solo"]["token"],
+                        prepared[size]["project_id"],
+                        2,
+                    )
+                    for size in sizes
+                ],
+                plan.cycles,
+            )
+            for size, single in zip(sizes, singles, strict=True):
+                results[size]["single"] = single
+                results[size]["warm"] = warm[size]
+                results[size]["busy"]["single"] = busy
+            for size, target in targets.items():
+                tag = f"{label} {_cases(size)}"
+                users, project_id = prepared[size]["users"], prepared[size]["project_id"]
+                result = results[size]
+                say(f"{tag}: raw reference")
+                result["busy"]["raw"] = wait_quiet()
+                raw_args = [
+                    "raw",
+                    "--engine",
+                    engine,
+                    "--project-id",
+                    str(project_id),
+                    "--user-id",
+                    str(users["raw"]["id"]),
+                    "--cycles",
+                    str(plan.cycles),
+                ]
+                result["raw"] = run_child(raw_args, target, 600)
+                if engine == "postgresql":
+                    result["raw_kept"] = run_child([*raw_args, "--keep"], target, 600)
+                say(f"{tag}: {CLINICIANS} clients at once, {plan.concurrent_cycles} cycles each")
+                tokens = [users[f"clin{i:02d}"]["token"] for i in range(CLINICIANS)]
+                result["busy"]["concurrent"] = wait_quiet()
+                result["concurrent"] = concurrent_cycles(
+                    servers[size].port, tokens, project_id, plan.concurrent_cycles
+                )
+        changed = code_version() != code
+        for size, target in targets.items():
+            tag = f"{label} {_cases(size)}"
+            users, project_id = prepared[size]["users"], prepared[size]["project_id"]
+            result = results[size]
+            result["code"] = code
+            result["code_changed"] = changed
+            problems = [
+                f"{name}: {count}"
+                for part in (result["warm"], result["single"], result["concurrent"])
+                for name, count in part["statuses"].items()
+                if not name.endswith((" 200", " 201"))
+            ]
+            expected = (
+                result["warm"]["accepted"]
+                + result["single"]["accepted"]
+                + result["raw"]["labels"]
+                + result.get("raw_kept", {}).get("labels", 0)
+                + result["concurrent"]["accepted"]
+            )
+            clinicians = ",".join(str(users[f"clin{i:02d}"]["id"]) for i in range(CLINICIANS))
+            say(f"{tag}: verify the database")
+            verified = run_child(
+                [
+                    "verify",
+                    "--project-id",
+                    str(project_id),
+                    "--expected",
+                    str(expected),
+                    "--clinicians",
+                    clinicians,
+                    "--concurrent",
+                    str(result["concurrent"]["accepted"]),
+                ],
+                target,
+                300,
+            )
+            result["verify"] = verified
+            result["problems"] = problems + verified["problems"]
+            say(f"{tag}: in-process profile, {plan.profile_cycles} cycles")
+            result["busy"]["profile"] = wait_quiet()
+            result["profile"] = run_child(
+                [
+                    "profile",
+                    "--project-id",
+                    str(project_id),
+                    "--token",
+                    users["prof"]["token"],
+                    "--cycles",
+                    str(plan.profile_cycles),
+                ],
+                target,
+                600,
+            )
+    finally:
+        for target in targets.values():
+            with contextlib.suppress(Exception):
+                target.drop()
+    return results
 
 
-def rows_for(target: Target, size: int, result: dict) -> list[LatencyRow]:
-    db = target.label
+def rows_for(engine: str, db: str, size: int, result: dict) -> list[LatencyRow]:
     single, raw, conc, prof = (
         result["single"],
         result["raw"],
@@ -1203,7 +1300,7 @@ def rows_for(target: Target, size: int, result: dict) -> list[LatencyRow]:
             raw["next"],
             per_s=len(raw["next"]) / sum(raw["next"]),
             note="SELECT .. SKIP LOCKED + UPDATE + INSERT, 1 transaction"
-            if target.engine == "postgresql"
+            if engine == "postgresql"
             else "BEGIN IMMEDIATE; SELECT + UPDATE + INSERT",
         ),
         LatencyRow(
@@ -1295,30 +1392,30 @@ def run(
     plan = plan_for(quick, engines, sizes, sqlite_1m)
     workdir.mkdir(parents=True, exist_ok=True)
     results: dict[tuple[str, int], dict] = {}
-    targets = {e: Target(e, workdir / f"var-{e}") for e in plan.engines}
+    csvs: dict[int, Path] = {}
     try:
         for size in plan.sizes:
-            csv = workdir / f"queue_cases_{size}.csv"
-            say(f"writing {csv.name}")
-            write_cases_csv(csv, size)
-            for engine in plan.engines:
-                target = targets[engine]
+            csvs[size] = workdir / f"queue_cases_{size}.csv"
+            say(f"writing {csvs[size].name}")
+            write_cases_csv(csvs[size], size)
+        for engine in plan.engines:
+            sizes = []
+            for size in plan.sizes:
                 if reason := plan.skip(engine, size):
                     results[(engine, size)] = {"skipped": reason}
-                    continue
-                try:
-                    results[(engine, size)] = measure_target(target, size, csv, plan, workdir)
-                finally:
-                    target.drop()
-            csv.unlink()
+                else:
+                    sizes.append(size)
+            if sizes:
+                measured = measure_engine(engine, sizes, csvs, plan, workdir)
+                results.update({(engine, size): r for size, r in measured.items()})
     finally:
-        for target in targets.values():
-            with contextlib.suppress(Exception):
-                target.drop()
-    return report(plan, targets, results)
+        for csv in csvs.values():
+            csv.unlink(missing_ok=True)
+    labels = {e: Target(e, workdir, 0).label for e in plan.engines}
+    return report(plan, labels, results)
 
 
-def report(plan: Plan, targets: dict[str, Target], results: dict) -> str:
+def report(plan: Plan, labels: dict[str, str], results: dict) -> str:
     rows: list[LatencyRow] = []
     notes: list[str] = []
     for engine in plan.engines:
@@ -1328,14 +1425,14 @@ def report(plan: Plan, targets: dict[str, Target], results: dict) -> str:
                 continue
             if "skipped" in result:
                 notes.append(
-                    f"{targets[engine].label} {_cases(size)}: skipped, {result['skipped']}; "
+                    f"{labels[engine]} {_cases(size)}: skipped, {result['skipped']}; "
                     f"{_cases(size)} runs on PostgreSQL only."
                 )
                 continue
-            rows += rows_for(targets[engine], size, result)
+            rows += rows_for(engine, labels[engine], size, result)
             busy = ", ".join(f"{k} {v:.0%}" for k, v in result["busy"].items())
             notes.append(
-                f"{targets[engine].label} {_cases(size)}: import of {result['imported']:,} "
+                f"{labels[engine]} {_cases(size)}: import of {result['imported']:,} "
                 f"cases took {result['import_s']:.1f} s; CPU in use by other work just before "
                 f"each step: {busy}."
             )
@@ -1352,7 +1449,7 @@ def report(plan: Plan, targets: dict[str, Target], results: dict) -> str:
                 ok = ratio <= GROWTH_LIMIT
                 growth.append(
                     (
-                        f"  {targets[engine].label:10} {label:12} p95 {_cases(large)}/"
+                        f"  {labels[engine]:10} {label:12} p95 {_cases(large)}/"
                         f"{_cases(small)} = {ratio:.2f}  (target <= {GROWTH_LIMIT:g}: "
                         f"{'yes' if ok else 'NO'})",
                         ok,
@@ -1376,7 +1473,7 @@ def report(plan: Plan, targets: dict[str, Target], results: dict) -> str:
         *notes,
     ]
     profiles = {
-        targets[engine].label: results[(engine, small)]["profile"]
+        labels[engine]: results[(engine, small)]["profile"]
         for engine in plan.engines
         if (engine, small) in results and "skipped" not in results[(engine, small)]
     }
@@ -1388,9 +1485,7 @@ def report(plan: Plan, targets: dict[str, Target], results: dict) -> str:
             format_profile(profiles),
         ]
     versions = {r["code"] for r in results.values() if "code" in r}
-    changed = [
-        f"{targets[e].label} {_cases(s)}" for (e, s), r in results.items() if r.get("code_changed")
-    ]
+    changed = [f"{labels[e]} {_cases(s)}" for (e, s), r in results.items() if r.get("code_changed")]
     text += ["", f"App code (commit/digest of apps/ and config/): {', '.join(sorted(versions))}."]
     if len(versions) > 1 or changed:
         text.append(
@@ -1399,7 +1494,7 @@ def report(plan: Plan, targets: dict[str, Target], results: dict) -> str:
             + "; figures of different sizes or databases may not be comparable."
         )
     problems = [
-        f"{targets[e].label} {_cases(s)}: {p}"
+        f"{labels[e]} {_cases(s)}: {p}"
         for (e, s), r in results.items()
         if "problems" in r
         for p in r["problems"]

@@ -36,9 +36,13 @@ def _require(condition: bool, what: str) -> None:
     pytest.skip(f"{what} is not available")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
-    """A real worker (with its beat scheduler) on the test database and the real broker."""
+    """A real worker (with its beat scheduler) on the test database and the real broker.
+
+    It lives for this module only: left running, it would work on the test database while
+    later tests truncate it.
+    """
     _require(connection.vendor == "postgresql", "PostgreSQL (DATABASE_URL)")
     broker = settings.CELERY_BROKER_URL
     _require(broker.startswith("redis://"), "Redis (CELERY_BROKER_URL)")
