@@ -2,15 +2,19 @@
 clinician's client makes them, on PostgreSQL and on the embedded SQLite.
 
 For each database and project size (10,000 and 1,000,000 unlabeled cases of 30 features,
-imported with `apps.labeling.services.cases_import`), a real server runs as a subprocess:
-gunicorn serving `config.wsgi` with `bench.settings_queue` (the embedded default settings with
-DEBUG off), 4 sync workers on 127.0.0.1. Clients authenticate with DRF tokens
-(TokenAuthentication is the first authentication class of REST_FRAMEWORK) and open a new TCP
-connection for every request.
+imported with `apps.labeling.services.cases_import`; 1M on SQLite only with --sqlite-1m, its
+import takes over 3 minutes), a real server runs as a subprocess: gunicorn serving
+`config.wsgi` with `bench.settings_queue` (the embedded default settings with DEBUG off), 4
+sync workers on 127.0.0.1. PostgreSQL data lives in databases named casebook_bench_queue_<size>
+(created and dropped here), SQLite in a temporary CASEBOOK_VAR_DIR. Clients authenticate with
+DRF tokens (TokenAuthentication is the first authentication class of REST_FRAMEWORK) and open a
+new TCP connection for every request.
 
 1. One client at a time: `GET /api/projects/{id}/queue/next`, then
    `POST /api/cases/{case}/labels` {"value": ..., "seen_label_id": 0}, N cycles after a short
-   warm-up. Latencies of the two requests are kept apart.
+   warm-up. Latencies of the two requests are kept apart. The servers of both sizes run
+   together and the cycles alternate between them, so that other work on the machine falls on
+   both sizes alike (the "no growth" comparison).
 2. Twenty clients (one process each, so the client side shares no GIL), one clinician each,
    doing the same cycle a fixed number of times from a common start. Afterwards the database
    is checked: every label the server accepted is stored once, no case is leased to more
@@ -26,10 +30,12 @@ connection for every request.
 
 Run as a module it is either the whole benchmark or one child step:
     python -m bench.bench_queue [--quick] [--db postgresql,sqlite] [--sizes 10000,1000000]
+                                [--sqlite-1m]
     python -m bench.bench_queue prepare --csv FILE --size N
     python -m bench.bench_queue raw --engine E --project-id N --user-id N --cycles N [--keep]
     python -m bench.bench_queue verify --project-id N --expected N --clinicians ID,ID,...
-    python -m bench.bench_queue profile --project-id N --token T --cycles N
+    python -m bench.bench_queue profile --project-id N --token T --cycles N [--cprofile 30]
+(the child steps take the database from DATABASE_URL / CASEBOOK_VAR_DIR, as Django does).
 """
 
 from __future__ import annotations

@@ -136,7 +136,9 @@ def run(quick: bool, workdir: Path) -> list[Row]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="100,000 cases only")
+    parser.add_argument(
+        "--quick", action="store_true", help="import 100k only; queue 10k, fewer requests"
+    )
     parser.add_argument("--only", choices=["import", "queue"], help="run one benchmark only")
     args = parser.parse_args(argv)
     started = time.perf_counter()
