@@ -68,13 +68,14 @@ def test_the_same_user_asking_twice_at_once_gets_one_lease(
     project, data_scientist, clinician, import_frame, monkeypatch
 ):
     import_frame(project, data_scientist, make_cases_frame(4, labeled=0.0))
-    real = services._lease_length
+    real = selectors.queue_candidate
 
-    def slow(project_id):
+    def slow(**kwargs):
+        found = real(**kwargs)
         time.sleep(0.6)  # between the "do I hold one?" read and the insert
-        return real(project_id)
+        return found
 
-    monkeypatch.setattr(services, "_lease_length", slow)
+    monkeypatch.setattr(selectors, "queue_candidate", slow)
     ask = lambda: queue_next(project=project, user=clinician, role=Role.CLINICIAN)  # noqa: E731
     results, errors = _run(ask, ask)
     assert not errors, [type(e).__name__ + ": " + str(e)[:120] for e in errors]

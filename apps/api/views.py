@@ -26,6 +26,7 @@ from apps.modeling.models import RunTrigger, TrainingRun
 from apps.projects import services as project_services
 from apps.projects.models import Role
 from apps.projects.selectors import (
+    ProjectAccess,
     membership_list,
     membership_user,
     project_get_for_user,
@@ -249,12 +250,16 @@ class TaskListCreateApi(APIView):
         return Response(s.TaskOut(task).data, status=status.HTTP_201_CREATED)
 
 
-def _case_for_user(request: Request, case_id: int) -> tuple[Case, object]:
-    project_id = Case.objects.filter(pk=case_id).values_list("project_id", flat=True).first()
-    if project_id is None:
+def _case_for_user(request: Request, case_id: int) -> tuple[Case, ProjectAccess]:
+    """The case and the caller's access to its project; 404 for a case of a project they are
+    not a member of, as for one that does not exist."""
+    found = list(Case.objects.raw(f"SELECT * FROM {Case._meta.db_table} WHERE id = %s", [case_id]))
+    if not found:
         raise Http404("No such case")
-    access = project_get_for_user(user=request.user, project_id=project_id)
-    return Case.objects.select_related("project").get(pk=case_id), access
+    case = found[0]
+    access = project_get_for_user(user=request.user, project_id=case.project_id)
+    case.project = access.project
+    return case, access
 
 
 class CaseLabelApi(APIView):

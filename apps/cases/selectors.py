@@ -127,7 +127,12 @@ def case_features_dict(
     already has the project's features, to save a query."""
     values = np.frombuffer(bytes(case.features), dtype="<f8")
     if features is None:
-        features = list(Feature.objects.filter(project_id=case.project_id).order_by("position"))
+        features = list(
+            Feature.objects.raw(
+                f"SELECT * FROM {Feature._meta.db_table} WHERE project_id = %s ORDER BY position",
+                [case.project_id],
+            )
+        )
     return {
         f.name: (
             None

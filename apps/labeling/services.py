@@ -82,15 +82,15 @@ def _count_move(project_id: int, old: str, new: str, cases: int = 1) -> None:
     """Move `cases` from one label value's count to another's ('' = unlabeled)."""
     if old == new or cases == 0:
         return
-    # Always in the same order, so two transactions moving counts never wait on each other;
-    # an upsert, so a class's first label needs no row made beforehand.
-    for value, delta in sorted([(old, -cases), (new, cases)]):
-        _sql(
-            f"INSERT INTO {COUNT_TABLE} (project_id, value, cases) VALUES (%s, %s, %s)"
-            f" ON CONFLICT (project_id, value)"
-            f" DO UPDATE SET cases = {COUNT_TABLE}.cases + excluded.cases",
-            [project_id, value, delta],
-        )
+    # One upsert for both rows, in the same order every time, so two transactions moving
+    # counts never wait on each other crosswise; a class's first label needs no row made.
+    moves = sorted([(old, -cases), (new, cases)])
+    _sql(
+        f"INSERT INTO {COUNT_TABLE} (project_id, value, cases) VALUES (%s, %s, %s), (%s, %s, %s)"
+        f" ON CONFLICT (project_id, value)"
+        f" DO UPDATE SET cases = {COUNT_TABLE}.cases + excluded.cases",
+        [project_id, moves[0][0], moves[0][1], project_id, moves[1][0], moves[1][1]],
+    )
 
 
 def _counts_add(project_id: int, counts: dict[str, int]) -> None:
@@ -118,25 +118,30 @@ def _lock_case(case_id: int) -> tuple:
     return row
 
 
-def _recount_slots(case_id: int) -> None:
+def _recount_slots(case_id: int, new_label: str | None = None) -> None:
     """Set how many labels the case still takes from new clinicians, from its leases:
     wanted − given − held, never below 0. For an overlap case, given is the number of people
     who labeled it independently (a task's answer is not an opinion); for any other case, 1
     once it has a label, whoever gave it. Held is what the queue leases out now.
 
     Recounted (with the case locked) rather than incremented, so that late labels, overlap and
-    undo cannot make the count drift.
+    undo cannot make the count drift. With `new_label`, the same statement also sets the
+    case's current label.
     """
     greatest = "GREATEST" if bulk.is_postgresql() else "MAX"
+    label = "current_label" if new_label is None else "%s"
+    sets = "" if new_label is None else "current_label = %s, "
+    params = [] if new_label is None else [new_label]
+    params += [case_id] + ([] if new_label is None else [new_label]) + [case_id, case_id]
     _sql(
-        f"UPDATE {CASE_TABLE} SET queue_open = {greatest}(0, queue_wanted"
+        f"UPDATE {CASE_TABLE} SET {sets}queue_open = {greatest}(0, queue_wanted"
         f" - CASE WHEN queue_wanted > 1 THEN (SELECT COUNT(DISTINCT user_id) FROM {LEASE_TABLE}"
         f"    WHERE case_id = %s AND state = 'labeled' AND task_id IS NULL)"
-        f"   WHEN current_label <> '' THEN 1 ELSE 0 END"
+        f"   WHEN {label} <> '' THEN 1 ELSE 0 END"
         f" - (SELECT COUNT(*) FROM {LEASE_TABLE}"
         f"    WHERE case_id = %s AND state = 'active' AND task_id IS NULL))"
         f" WHERE id = %s",
-        [case_id, case_id, case_id],
+        params,
     )
 
 
@@ -224,28 +229,43 @@ def label_record(
     if kind not in (LabelKind.LABELED, LabelKind.RELABELED, LabelKind.ADJUDICATED):
         raise ValidationError({"kind": f"Labels of kind {kind!r} are not recorded by hand."})
     now = timezone.now()
+    lock = " FOR UPDATE OF c" if bulk.is_postgresql() else ""
     with transaction.atomic():
-        # Lock the case so that concurrent labels cannot leave current_label pointing at a row
-        # that is not the newest.
-        current_label, wanted, external_id, project_id = _lock_case(case.pk)
-        newest = _sql(
-            f"SELECT l.id, l.value, l.kind, l.author_id, u.username FROM {LABEL_TABLE} l"
-            f" JOIN {USER_TABLE} u ON u.id = l.author_id WHERE l.case_id = %s"
-            f" ORDER BY l.id DESC LIMIT 1",
-            [case.pk],
-        )
-        newest_id, newest_value, newest_kind, newest_author, newest_username = (
-            newest[0] if newest else (0, "", "", None, "")
-        )
-        own_leases = _sql(
-            f"SELECT id, state, task_id FROM {LEASE_TABLE} WHERE case_id = %s AND user_id = %s"
-            f" AND state IN ('active', 'labeled')",
-            [case.pk, author.pk],
-        )
-        lease = next((row for row in own_leases if row[1] == LeaseState.ACTIVE), None)
-        labeled_before = any(row[1] == LeaseState.LABELED for row in own_leases)
-        if task is None and lease is not None and lease[2] is not None:
-            task = LabelTask(pk=lease[2])
+        # One statement: lock the case (so that concurrent labels cannot leave current_label
+        # pointing at a row that is not the newest) and read its newest label and the author's
+        # leases of it.
+        (
+            current_label,
+            wanted,
+            external_id,
+            project_id,
+            newest_id,
+            newest_value,
+            newest_kind,
+            newest_author,
+            newest_username,
+            lease_id,
+            lease_task_id,
+            labeled_before,
+        ) = _sql(
+            f"SELECT c.current_label, c.queue_wanted, c.external_id, c.project_id,"
+            f" l.id, l.value, l.kind, l.author_id, u.username,"
+            f" (SELECT id FROM {LEASE_TABLE} WHERE case_id = c.id AND user_id = %s"
+            f"  AND state = 'active' LIMIT 1),"
+            f" (SELECT task_id FROM {LEASE_TABLE} WHERE case_id = c.id AND user_id = %s"
+            f"  AND state = 'active' LIMIT 1),"
+            f" (SELECT COUNT(*) FROM {LEASE_TABLE} WHERE case_id = c.id AND user_id = %s"
+            f"  AND state = 'labeled')"
+            f" FROM {CASE_TABLE} c"
+            f" LEFT JOIN {LABEL_TABLE} l"
+            f"  ON l.id = (SELECT MAX(id) FROM {LABEL_TABLE} WHERE case_id = c.id)"
+            f" LEFT JOIN {USER_TABLE} u ON u.id = l.author_id"
+            f" WHERE c.id = %s{lock}",
+            [author.pk, author.pk, author.pk, case.pk],
+        )[0]
+        newest_id = newest_id or 0
+        if task is None and lease_task_id is not None:
+            task = LabelTask(pk=lease_task_id)
         if task is not None:
             task = LabelTask.objects.select_for_update().get(pk=task.pk)
             if task.case_id != case.pk:
@@ -274,24 +294,30 @@ def label_record(
             return Label.objects.select_related("author").get(pk=newest_id)
         if kind == LabelKind.LABELED and current_label and not independent:
             kind = LabelKind.RELABELED
+        stamp = _stamp(now)
+        note = note[:500]
+        ((label_id,),) = _sql(
+            f"INSERT INTO {LABEL_TABLE} (project_id, case_id, value, kind, author_id, note,"
+            f" undoes_id, import_batch_id, created_at)"
+            f" VALUES (%s, %s, %s, %s, %s, %s, NULL, NULL, %s) RETURNING id",
+            [project_id, case.pk, value, kind, author.pk, note, stamp],
+        )
         label = Label(
+            pk=label_id,
             project_id=project_id,
             case_id=case.pk,
             value=value,
             kind=kind,
             author=author,
-            note=note[:500],
+            note=note,
             created_at=now,
         )
-        label.save(force_insert=True)
         _count_move(project_id, current_label, value)
-        _sql(f"UPDATE {CASE_TABLE} SET current_label = %s WHERE id = %s", [value, case.pk])
-        if lease is not None:
-            _close_lease_row(lease[0], LeaseState.LABELED, now)
+        if lease_id is not None:
+            _close_lease_row(lease_id, LeaseState.LABELED, now)
         elif not labeled_before:
             # Labeled outside the queue (a correction, the API): it still counts as this
             # person's label of the case, and fills a slot the queue would have handed out.
-            stamp = _stamp(now)
             _sql(
                 f"INSERT INTO {LEASE_TABLE} (project_id, case_id, user_id, task_id, state,"
                 f" rank, expires_at, created_at, closed_at)"
@@ -299,7 +325,7 @@ def label_record(
                 [project_id, case.pk, author.pk, task.pk if task else None, "labeled"]
                 + [stamp] * 3,
             )
-        _recount_slots(case.pk)
+        _recount_slots(case.pk, new_label=value)
         if task is not None:
             task.status = TaskStatus.DONE
             task.closed_by = author
@@ -506,6 +532,20 @@ def _held_lease(project: Project, user: User) -> Lease | None:
     return lease
 
 
+def _queue_status(project: Project, user: User, now) -> tuple:
+    """(held lease id, lease minutes, any open task, any expired lease) in one statement."""
+    return _sql(
+        f"SELECT (SELECT id FROM {LEASE_TABLE} WHERE project_id = %s AND user_id = %s"
+        f"  AND state = 'active' LIMIT 1),"
+        f" (SELECT lease_minutes FROM {SETTINGS_TABLE} WHERE project_id = %s"
+        f"  ORDER BY id DESC LIMIT 1),"
+        f" (SELECT 1 FROM {TASK_TABLE} WHERE project_id = %s AND status = 'open' LIMIT 1),"
+        f" (SELECT 1 FROM {LEASE_TABLE} WHERE project_id = %s AND state = 'active'"
+        f"  AND expires_at <= %s LIMIT 1)",
+        [project.pk, user.pk, project.pk, project.pk, project.pk, _stamp(now)],
+    )[0]
+
+
 def queue_next(*, project: Project, user: User, role: str, now=None) -> Lease | None:
     """Hand `user` their next case under a lease, or None when nothing is waiting for them.
 
@@ -516,19 +556,21 @@ def queue_next(*, project: Project, user: User, role: str, now=None) -> Lease | 
     the overlap asked for.
     """
     now = now or timezone.now()
+    held_id, minutes, has_tasks, has_expired = _queue_status(project, user, now)
+    if has_expired:
+        # Expired leases go back first, in a transaction of their own, so that no lock is
+        # held while waiting for a case below.
+        with transaction.atomic():
+            leases_expire(project_id=project.pk, now=now)
+        held_id, minutes, has_tasks, _ = _queue_status(project, user, now)
+    expires_at = now + timedelta(minutes=minutes or QueueSettings().lease_minutes)
     with transaction.atomic():
-        leases_expire(project_id=project.pk, now=now)
-    with transaction.atomic():
-        held = _held_lease(project, user)
-        if held is not None:
-            if held.task is None or held.task.status == TaskStatus.OPEN:
+        if held_id is not None:
+            held = _held_lease(project, user)
+            if held is not None and (held.task is None or held.task.status == TaskStatus.OPEN):
                 return held
-            _close_lease(held, LeaseState.RELEASED, now)  # its task was settled meanwhile
-        expires_at = now + _lease_length(project.pk)
-        has_tasks = _sql(
-            f"SELECT 1 FROM {TASK_TABLE} WHERE project_id = %s AND status = 'open' LIMIT 1",
-            [project.pk],
-        )
+            if held is not None:
+                _close_lease(held, LeaseState.RELEASED, now)  # its task was settled meanwhile
         task = _task_take(project=project, user=user, role=role) if has_tasks else None
         if task is not None:
             lease = _lease_insert(

@@ -51,23 +51,33 @@ def project_get_for_user(
     """
     if not user.is_authenticated:
         raise Http404("No such project")
-    membership = (
-        Membership.objects.select_related("project")
-        .filter(project_id=project_id, user=user)
-        .first()
+    # Every page and endpoint starts here: one SQL statement, no query to build.
+    found = list(
+        Project.objects.raw(
+            f"SELECT p.*, m.role AS member_role FROM {Project._meta.db_table} p"
+            f" JOIN {Membership._meta.db_table} m ON m.project_id = p.id"
+            f" WHERE p.id = %s AND m.user_id = %s",
+            [project_id, user.pk],
+        )
     )
-    if membership is None:
+    if not found:
         raise Http404("No such project")
-    access = ProjectAccess(project=membership.project, role=membership.role)
+    project = found[0]
+    access = ProjectAccess(project=project, role=project.member_role)
     if not access.can(role):
         raise PermissionDenied(
-            f"This needs the {Role(role).label} role; you are {Role(membership.role).label}."
+            f"This needs the {Role(role).label} role; you are {Role(access.role).label}."
         )
     return access
 
 
 def project_features(*, project: Project) -> list[Feature]:
-    return list(Feature.objects.filter(project=project).order_by("position"))
+    return list(
+        Feature.objects.raw(
+            f"SELECT * FROM {Feature._meta.db_table} WHERE project_id = %s ORDER BY position",
+            [project.pk],
+        )
+    )
 
 
 def membership_list(*, project: Project) -> list[Membership]:
