@@ -269,3 +269,19 @@ def test_a_task_assigned_to_someone_else_cannot_be_answered(project, cases, clin
         format="json",
     )
     assert response.status_code == 400 and "assigned to ben" in response.json()["detail"]
+
+
+def test_token_authentication_accepts_a_token_and_names_a_bad_one(project, cases, clinician):
+    from rest_framework.authtoken.models import Token
+
+    token = Token.objects.create(user=clinician)
+    client = APIClient()
+    url = reverse("api:queue-next", args=[project.pk])
+    ok = client.get(url, headers={"Authorization": f"Token {token.key}"})
+    assert ok.status_code == 200 and ok.json()["id"] == cases[0].pk
+    bad = client.get(url, headers={"Authorization": "Token not-a-token"})
+    assert bad.status_code == 401 and bad.json()["detail"] == "Invalid token."
+    clinician.is_active = False
+    clinician.save()
+    gone = client.get(url, headers={"Authorization": f"Token {token.key}"})
+    assert gone.status_code == 401
