@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from apps.modeling import selectors as modeling_selectors
 from apps.modeling import services as modeling_services
 from apps.modeling.models import RunTrigger, TrainingRun
 from apps.projects import services as project_services
-from apps.projects.models import Role
+from apps.projects.models import Membership, Project, Role
 from apps.projects.selectors import (
     ProjectAccess,
     membership_list,
@@ -251,15 +252,29 @@ class TaskListCreateApi(APIView):
 
 
 def _case_for_user(request: Request, case_id: int) -> tuple[Case, ProjectAccess]:
-    """The case and the caller's access to its project; 404 for a case of a project they are
-    not a member of, as for one that does not exist."""
-    found = list(Case.objects.raw(f"SELECT * FROM {Case._meta.db_table} WHERE id = %s", [case_id]))
+    """The case and the caller's access to its project, in one statement (the label submit
+    starts here); 404 for a case of a project they are not a member of, as for no case."""
+    found = list(
+        Case.objects.raw(
+            f"SELECT c.*, m.role AS member_role, p.name AS project_name,"
+            f" p.classes AS project_classes FROM {Case._meta.db_table} c"
+            f" JOIN {Project._meta.db_table} p ON p.id = c.project_id"
+            f" JOIN {Membership._meta.db_table} m ON m.project_id = p.id AND m.user_id = %s"
+            f" WHERE c.id = %s",
+            [request.user.pk, case_id],
+        )
+    )
     if not found:
         raise Http404("No such case")
     case = found[0]
-    access = project_get_for_user(user=request.user, project_id=case.project_id)
-    case.project = access.project
-    return case, access
+    classes = case.project_classes
+    # The JSON column comes back as text from a raw query.
+    case.project = Project(
+        pk=case.project_id,
+        name=case.project_name,
+        classes=json.loads(classes) if isinstance(classes, str) else classes,
+    )
+    return case, ProjectAccess(project=case.project, role=case.member_role)
 
 
 class CaseLabelApi(APIView):
