@@ -67,7 +67,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import BENCH_USERNAME, RESULT_MARK, SERVER_DSN, emit  # noqa: E402
+from bench.common import BENCH_USERNAME, SERVER_DSN, emit, run_module  # noqa: E402
 
 # One PostgreSQL database per project size, all named casebook_bench_queue_*: the run drops
 # and creates these, and no other.
@@ -218,21 +218,7 @@ def _pg_checkpoint(dsn: str) -> None:
 
 def run_child(args: list[str], target: Target, timeout: float) -> dict[str, Any]:
     """Run `python -m bench.bench_queue args...` against the target; the result it emitted."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.bench_queue", *args],
-        cwd=ROOT,
-        env=target.env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(RESULT_MARK):
-            return json.loads(line[len(RESULT_MARK) :])
-    raise RuntimeError(
-        f"bench.bench_queue {' '.join(args[:1])} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
-    )
+    return run_module("bench_queue", args, target.env(), timeout)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -145,13 +145,12 @@ def checkpoint() -> None:
         conn.execute("CHECKPOINT")
 
 
-def run_step(module: str, args: list[str], var_dir: Path, timeout: float = 240) -> dict[str, Any]:
-    """Run `python -m bench.<module> args...` after a checkpoint; the result it emitted."""
-    checkpoint()
+def run_module(module: str, args: list[str], env: dict[str, str], timeout: float) -> dict[str, Any]:
+    """Run `python -m bench.<module> args...` in a child process; the result it emitted."""
     proc = subprocess.run(
         [sys.executable, "-m", f"bench.{module}", *args],
         cwd=ROOT,
-        env=bench_env(var_dir),
+        env=env,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -161,5 +160,11 @@ def run_step(module: str, args: list[str], var_dir: Path, timeout: float = 240) 
         if line.startswith(RESULT_MARK):
             return json.loads(line[len(RESULT_MARK) :])
     raise RuntimeError(
-        f"bench.{module} {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
+        f"bench.{module} {' '.join(args[:1])} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
     )
+
+
+def run_step(module: str, args: list[str], var_dir: Path, timeout: float = 240) -> dict[str, Any]:
+    """Run `python -m bench.<module> args...` after a checkpoint; the result it emitted."""
+    checkpoint()
+    return run_module(module, args, bench_env(var_dir), timeout)

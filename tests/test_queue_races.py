@@ -155,12 +155,31 @@ def test_a_late_label_and_a_next_case_do_not_deadlock(
     assert not errors, [type(e).__name__ + ": " + str(e)[:200] for e in errors]
 
 
+def _rerank_while_bob_asks(project, reviewer, bob, strategy, monkeypatch) -> None:
+    """Bob asks for a case while the worker re-ranks; his request holds the case of an expired
+    lease locked (a pause patched in after the expiry) while the re-rank runs."""
+    from apps.labeling.services import queue_refresh
+
+    queue_settings_change(project=project, changed_by=reviewer, strategy=strategy, seed=3)
+    real = services.leases_expire
+
+    def slow(**kwargs):
+        n = real(**kwargs)
+        time.sleep(1.0)
+        return n
+
+    monkeypatch.setattr(services, "leases_expire", slow)
+    _results, errors = _run(
+        lambda: queue_next(project=project, user=bob, role=Role.CLINICIAN),
+        lambda: queue_refresh(project_id=project.pk),
+    )
+    assert not errors, [type(e).__name__ + ": " + str(e)[:200] for e in errors]
+
+
 @pytest.mark.parametrize("strategy", ["import_order", "random", "recent_first"])
 def test_a_rerank_and_a_next_case_do_not_deadlock(
     project, data_scientist, clinician, reviewer, import_frame, monkeypatch, strategy
 ):
-    from apps.labeling.services import queue_refresh
-
     import_frame(project, data_scientist, make_cases_frame(2, labeled=0.0))
     x, _y = Case.objects.filter(project=project).order_by("pk")
     x.project = project
@@ -173,28 +192,13 @@ def test_a_rerank_and_a_next_case_do_not_deadlock(
 
     lease_release(project=project, user=User.objects.get(username="carl"))
     Lease.objects.filter(pk=lease.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
-    queue_settings_change(project=project, changed_by=reviewer, strategy=strategy, seed=3)
-    real = services.leases_expire
-
-    def slow(**kwargs):
-        n = real(**kwargs)
-        time.sleep(1.0)  # Bob's transaction holds X (expired lease) locked
-        return n
-
-    monkeypatch.setattr(services, "leases_expire", slow)
-    _results, errors = _run(
-        lambda: queue_next(project=project, user=bob, role=Role.CLINICIAN),
-        lambda: queue_refresh(project_id=project.pk),
-    )
-    assert not errors, [type(e).__name__ + ": " + str(e)[:200] for e in errors]
+    _rerank_while_bob_asks(project, reviewer, bob, strategy, monkeypatch)
 
 
 @pytest.mark.parametrize("strategy", ["import_order", "random", "recent_first"])
 def test_a_rerank_and_a_next_case_holding_an_expired_case_do_not_deadlock(
     project, data_scientist, clinician, reviewer, import_frame, monkeypatch, strategy
 ):
-    from apps.labeling.services import queue_refresh
-
     import_frame(project, data_scientist, make_cases_frame(2, labeled=0.0))
     a, b = Case.objects.filter(project=project).order_by("pk")
     a.project = project
@@ -205,17 +209,4 @@ def test_a_rerank_and_a_next_case_holding_an_expired_case_do_not_deadlock(
     assert lease.case_id == b.pk
     case_skip(case=b, user=bob)  # Bob will not be offered B
     Lease.objects.filter(pk=lease.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
-    queue_settings_change(project=project, changed_by=reviewer, strategy=strategy, seed=3)
-    real = services.leases_expire
-
-    def slow(**kwargs):
-        n = real(**kwargs)
-        time.sleep(1.0)  # Bob's transaction holds B (expired lease) locked
-        return n
-
-    monkeypatch.setattr(services, "leases_expire", slow)
-    _results, errors = _run(
-        lambda: queue_next(project=project, user=bob, role=Role.CLINICIAN),
-        lambda: queue_refresh(project_id=project.pk),
-    )
-    assert not errors, [type(e).__name__ + ": " + str(e)[:200] for e in errors]
+    _rerank_while_bob_asks(project, reviewer, bob, strategy, monkeypatch)
