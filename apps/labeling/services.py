@@ -59,19 +59,49 @@ def _sql(sql: str, params: list | tuple = ()) -> list[tuple]:
         return cursor.fetchall() if cursor.description else []
 
 
+Statement = tuple[str, list]
+
+
+def _sql_batch(statements: list[Statement | None]) -> list[list[tuple]]:
+    """Run statements in order and return each one's rows.
+
+    On PostgreSQL they go in one round trip (psycopg's pipeline mode): the label submit's
+    writes depend on nothing but the locking read before them, and waiting for each reply in
+    turn was most of a submit's time. An error in any of them raises here, as Django's error,
+    and the surrounding transaction rolls back as usual. `None` entries are skipped.
+    """
+    statements = [s for s in statements if s is not None]
+    if not bulk.is_postgresql() or len(statements) < 2:
+        return [_sql(sql, params) for sql, params in statements]
+    connection.ensure_connection()
+    cursors = [connection.cursor() for _ in statements]
+    try:
+        with connection.wrap_database_errors, connection.connection.pipeline():
+            for cursor, (sql, params) in zip(cursors, statements, strict=True):
+                cursor.execute(sql, params)
+        return [c.fetchall() if c.description else [] for c in cursors]
+    finally:
+        for cursor in cursors:
+            cursor.close()
+
+
 def _stamp(when):
     """A datetime as the database backend stores it (SQLite compares ISO text)."""
     return connection.ops.adapt_datetimefield_value(when)
 
 
-def _labels_changed(project_id: int, count: int) -> None:
+def _labels_changed_sql(project_id: int, count: int) -> Statement:
     # The retrain scheduler (modeling) compares this version with its last run's; labeling
     # never calls modeling code.
-    _sql(
+    return (
         f"UPDATE {PROJECT_TABLE} SET labels_version = labels_version + %s, last_labeled_at = %s"
         f" WHERE id = %s",
         [count, _stamp(timezone.now()), project_id],
     )
+
+
+def _labels_changed(project_id: int, count: int) -> None:
+    _sql(*_labels_changed_sql(project_id, count))
 
 
 class StaleLabel(ValidationError):
@@ -80,12 +110,18 @@ class StaleLabel(ValidationError):
 
 def _count_move(project_id: int, old: str, new: str, cases: int = 1) -> None:
     """Move `cases` from one label value's count to another's ('' = unlabeled)."""
+    statement = _count_move_sql(project_id, old, new, cases)
+    if statement is not None:
+        _sql(*statement)
+
+
+def _count_move_sql(project_id: int, old: str, new: str, cases: int = 1) -> Statement | None:
     if old == new or cases == 0:
-        return
+        return None
     # One upsert for both rows, in the same order every time, so two transactions moving
     # counts never wait on each other crosswise; a class's first label needs no row made.
     moves = sorted([(old, -cases), (new, cases)])
-    _sql(
+    return (
         f"INSERT INTO {COUNT_TABLE} (project_id, value, cases) VALUES (%s, %s, %s), (%s, %s, %s)"
         f" ON CONFLICT (project_id, value)"
         f" DO UPDATE SET cases = {COUNT_TABLE}.cases + excluded.cases",
@@ -119,6 +155,10 @@ def _lock_case(case_id: int) -> tuple:
 
 
 def _recount_slots(case_id: int, new_label: str | None = None) -> None:
+    _sql(*_recount_slots_sql(case_id, new_label))
+
+
+def _recount_slots_sql(case_id: int, new_label: str | None = None) -> Statement:
     """Set how many labels the case still takes from new clinicians, from its leases:
     wanted − given − held, never below 0. For an overlap case, given is the number of people
     who labeled it independently (a task's answer is not an opinion); for any other case, 1
@@ -133,7 +173,7 @@ def _recount_slots(case_id: int, new_label: str | None = None) -> None:
     sets = "" if new_label is None else "current_label = %s, "
     params = [] if new_label is None else [new_label]
     params += [case_id] + ([] if new_label is None else [new_label]) + [case_id, case_id]
-    _sql(
+    return (
         f"UPDATE {CASE_TABLE} SET {sets}queue_open = {greatest}(0, queue_wanted"
         f" - CASE WHEN queue_wanted > 1 THEN (SELECT COUNT(DISTINCT user_id) FROM {LEASE_TABLE}"
         f"    WHERE case_id = %s AND state = 'labeled' AND task_id IS NULL)"
@@ -147,12 +187,15 @@ def _recount_slots(case_id: int, new_label: str | None = None) -> None:
 
 def _close_lease_row(lease_id: int, state: str, now) -> bool:
     """End a lease if it is still active; the caller recounts its case's slots."""
-    closed = _sql(
+    return bool(_sql(*_close_lease_row_sql(lease_id, state, now)))
+
+
+def _close_lease_row_sql(lease_id: int, state: str, now) -> Statement:
+    return (
         f"UPDATE {LEASE_TABLE} SET state = %s, closed_at = %s"
         f" WHERE id = %s AND state = 'active' RETURNING id",
         [state, _stamp(now), lease_id],
     )
-    return bool(closed)
 
 
 def _close_lease(lease: Lease, state: str, now) -> None:
@@ -296,11 +339,35 @@ def label_record(
             kind = LabelKind.RELABELED
         stamp = _stamp(now)
         note = note[:500]
-        ((label_id,),) = _sql(
+        insert: Statement = (
             f"INSERT INTO {LABEL_TABLE} (project_id, case_id, value, kind, author_id, note,"
             f" undoes_id, import_batch_id, created_at)"
             f" VALUES (%s, %s, %s, %s, %s, %s, NULL, NULL, %s) RETURNING id",
             [project_id, case.pk, value, kind, author.pk, note, stamp],
+        )
+        lease_write: Statement | None = None
+        if lease_id is not None:
+            lease_write = _close_lease_row_sql(lease_id, LeaseState.LABELED, now)
+        elif not labeled_before:
+            # Labeled outside the queue (a correction, the API): it still counts as this
+            # person's label of the case, and fills a slot the queue would have handed out.
+            lease_write = (
+                f"INSERT INTO {LEASE_TABLE} (project_id, case_id, user_id, task_id, state,"
+                f" rank, expires_at, created_at, closed_at)"
+                f" VALUES (%s, %s, %s, %s, %s, NULL, %s, %s, %s)",
+                [project_id, case.pk, author.pk, task.pk if task else None, "labeled"]
+                + [stamp] * 3,
+            )
+        # The writes depend only on the locking read above: one round trip on PostgreSQL.
+        # The slot recount runs after the lease write, so it sees the lease closed.
+        (((label_id,),), *_) = _sql_batch(
+            [
+                insert,
+                _count_move_sql(project_id, current_label, value),
+                lease_write,
+                _recount_slots_sql(case.pk, new_label=value),
+                _labels_changed_sql(project_id, 1),
+            ]
         )
         label = Label(
             pk=label_id,
@@ -312,20 +379,6 @@ def label_record(
             note=note,
             created_at=now,
         )
-        _count_move(project_id, current_label, value)
-        if lease_id is not None:
-            _close_lease_row(lease_id, LeaseState.LABELED, now)
-        elif not labeled_before:
-            # Labeled outside the queue (a correction, the API): it still counts as this
-            # person's label of the case, and fills a slot the queue would have handed out.
-            _sql(
-                f"INSERT INTO {LEASE_TABLE} (project_id, case_id, user_id, task_id, state,"
-                f" rank, expires_at, created_at, closed_at)"
-                f" VALUES (%s, %s, %s, %s, %s, NULL, %s, %s, %s)",
-                [project_id, case.pk, author.pk, task.pk if task else None, "labeled"]
-                + [stamp] * 3,
-            )
-        _recount_slots(case.pk, new_label=value)
         if task is not None:
             task.status = TaskStatus.DONE
             task.closed_by = author
@@ -335,7 +388,6 @@ def label_record(
             _release_task_holders(task.pk, now)
         elif wanted > 1 and (independent or labeled_before):
             _sync_adjudication(case.pk, project_id, wanted, now)
-        _labels_changed(project_id, 1)
     case.current_label = value
     return label
 
