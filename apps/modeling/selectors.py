@@ -1,13 +1,29 @@
-"""Reads of training runs and model versions."""
+"""Reads of training runs, model versions, objectives, deployments and alerts."""
+
+from __future__ import annotations
+
+from typing import Any
 
 from django.db.models import QuerySet
 
-from apps.modeling.models import ModelVersion, RunStatus, TrainingRun
+from apps.labeling.selectors import label_progress
+from apps.modeling.models import (
+    Deployment,
+    ModelVersion,
+    MonitoringReport,
+    Objective,
+    RunStatus,
+    TrainingConfig,
+    TrainingRun,
+)
 from apps.projects.models import Project
+
+# Fewer labeled cases than this and class shares say little: no imbalance alert yet.
+MIN_LABELS_FOR_BALANCE = 20
 
 
 def training_run_list(*, project: Project) -> QuerySet[TrainingRun]:
-    return TrainingRun.objects.filter(project=project).select_related("requested_by")
+    return TrainingRun.objects.filter(project=project).select_related("requested_by", "objective")
 
 
 def training_run_active(*, project: Project) -> TrainingRun | None:
@@ -17,12 +33,115 @@ def training_run_active(*, project: Project) -> TrainingRun | None:
 
 
 def training_run_get(*, project: Project, run_id: int) -> TrainingRun | None:
-    return TrainingRun.objects.filter(project=project, pk=run_id).first()
+    return (
+        TrainingRun.objects.filter(project=project, pk=run_id)
+        .select_related("requested_by", "objective", "training_config")
+        .first()
+    )
 
 
 def model_version_list(*, project: Project) -> QuerySet[ModelVersion]:
-    return ModelVersion.objects.filter(project=project).select_related("training_run")
+    return ModelVersion.objects.filter(project=project).select_related("training_run", "objective")
 
 
 def model_version_latest(*, project: Project) -> ModelVersion | None:
     return ModelVersion.objects.filter(project=project).order_by("-number").first()
+
+
+def model_version_get(*, project: Project, number: int) -> ModelVersion | None:
+    return (
+        ModelVersion.objects.filter(project=project, number=number)
+        .select_related("training_run", "objective")
+        .first()
+    )
+
+
+def deployment_current(*, project: Project) -> Deployment | None:
+    """The newest deployment row: the production model."""
+    return (
+        Deployment.objects.filter(project=project)
+        .select_related("model_version", "model_version__objective", "deployed_by")
+        .order_by("-id")
+        .first()
+    )
+
+
+def deployment_history(*, project: Project) -> QuerySet[Deployment]:
+    return (
+        Deployment.objects.filter(project=project)
+        .select_related("model_version", "deployed_by")
+        .order_by("-id")
+    )
+
+
+def objective_current(*, project: Project) -> Objective:
+    """The objective in force; a project that never set one optimizes accuracy."""
+    return Objective.objects.filter(project=project).order_by("-id").first() or Objective(
+        project=project, metric="accuracy"
+    )
+
+
+def objective_history(*, project: Project) -> QuerySet[Objective]:
+    return Objective.objects.filter(project=project).select_related("changed_by").order_by("-id")
+
+
+def training_config_current(*, project: Project) -> TrainingConfig:
+    return TrainingConfig.objects.filter(project=project).order_by("-id").first() or TrainingConfig(
+        project=project
+    )
+
+
+def training_config_history(*, project: Project) -> QuerySet[TrainingConfig]:
+    return (
+        TrainingConfig.objects.filter(project=project).select_related("changed_by").order_by("-id")
+    )
+
+
+def monitoring_latest(*, project: Project) -> MonitoringReport | None:
+    return MonitoringReport.objects.filter(project=project).order_by("-id").first()
+
+
+def project_alerts(*, project: Project) -> list[dict[str, Any]]:
+    """The alerts the project page shows, each with the figure behind it and the action it
+    suggests. Class balance and labels changed are read live (kept counts, a few rows); the
+    model's own alerts come from the periodic check's latest report on the production
+    version."""
+    alerts: list[dict[str, Any]] = []
+    progress = label_progress(project=project)
+    if progress.labeled_cases >= MIN_LABELS_FOR_BALANCE:
+        for cls, n in progress.per_class.items():
+            share = n / progress.labeled_cases
+            if share < project.alert_min_class_share:
+                alerts.append(
+                    {
+                        "kind": "imbalance",
+                        "severity": "warning",
+                        "title": f"Class {cls!r} is rare among the labels",
+                        "figure": f"{n:,} of {progress.labeled_cases:,} labeled cases "
+                        f"({share:.1%}; alert below {project.alert_min_class_share:.0%})",
+                        "action": f"Target {cls!r} in the queue (minority-targeted strategy) "
+                        "or train with balanced class weights.",
+                    }
+                )
+    deployment = deployment_current(project=project)
+    if deployment is not None:
+        version = deployment.model_version
+        changed = project.labels_version - version.training_run.labels_version
+        if changed > 0:
+            alerts.append(
+                {
+                    "kind": "labels_changed",
+                    "severity": "info",
+                    "title": f"{changed:,} label change{'s' if changed != 1 else ''} since "
+                    f"version {version.number} was trained",
+                    "figure": f"labels version {project.labels_version:,} now, "
+                    f"{version.training_run.labels_version:,} at training",
+                    "action": "Retrain to learn from them (automatic retraining does this "
+                    "when it is on).",
+                }
+            )
+        report = monitoring_latest(project=project)
+        if report is not None and report.model_version_id == version.pk:
+            for alert in report.alerts:
+                alerts.append({**alert, "checked_at": report.created_at})
+    return alerts

@@ -3,38 +3,72 @@
 from __future__ import annotations
 
 import logging
+import os
 import traceback
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from celery import current_app
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import F, Max, OuterRef, Q, Subquery
+from django.db.models import Count, F, Max, OuterRef, Q, Subquery
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
+from sklearn.pipeline import Pipeline
 
 from apps.accounts.models import User
+from apps.cases.models import Case
 from apps.cases.selectors import case_feature_matrix
-from apps.labeling.selectors import label_progress, label_snapshot, label_watermark
+from apps.labeling.models import CaseScore
+from apps.labeling.selectors import LabelSnapshot, label_progress, label_snapshot, label_watermark
 from apps.labeling.services import case_scores_replace, queue_refresh, queue_refresh_request
-from apps.modeling.ml.persistence import model_save
+from apps.modeling.ml.monitoring import (
+    MIN_SLICE_CASES,
+    degenerate,
+    population_stability,
+    staleness,
+)
+from apps.modeling.ml.objectives import (
+    ObjectiveError,
+    ObjectiveSpec,
+    decide,
+    objective_check,
+    positive_index,
+)
+from apps.modeling.ml.persistence import UntrustedModelFile, file_sha256, model_load, model_save
 from apps.modeling.ml.training import (
-    DEFAULT_PARAMS,
     MIN_LABELED_CASES,
     TrainingError,
+    month_slices,
     predict_proba_aligned,
     train_and_evaluate,
+    window_select,
 )
-from apps.modeling.models import ModelVersion, RunStatus, RunTrigger, TrainingRun
+from apps.modeling.models import (
+    Deployment,
+    DeploymentAction,
+    ModelFamily,
+    ModelVersion,
+    MonitoringReport,
+    Objective,
+    RunStatus,
+    RunTrigger,
+    TrainingConfig,
+    TrainingRun,
+)
 from apps.modeling.provenance import code_version, library_versions
-from apps.projects.models import Project
+from apps.projects.models import Feature, Project
 
 logger = logging.getLogger(__name__)
 
 RUN_TASK = "modeling.run_training"
+APPLY_TASK = "modeling.apply_deployment"
+PREDICT_TASK = "modeling.store_predictions"
 
 
 def stale_run_after() -> timedelta:
@@ -51,14 +85,19 @@ RESEND_UNSENT_AFTER = timedelta(seconds=30)
 RESEND_SENT_AFTER = timedelta(minutes=15)
 
 
-def _enqueue_run(run_id: int) -> None:
+def _enqueue(task: str, object_id: int) -> bool:
     try:
-        current_app.send_task(RUN_TASK, args=[run_id])
+        current_app.send_task(task, args=[object_id])
     except (BrokerError, OSError) as error:
-        # Never run inline: the run stays queued and the scheduler sends it again.
-        logger.warning("training run %s not enqueued (broker unavailable: %s)", run_id, error)
-        return
-    TrainingRun.objects.filter(pk=run_id).update(enqueued_at=timezone.now())
+        # Never run inline: the periodic mender sends it again once the broker is back.
+        logger.warning("%s(%s) not enqueued (broker unavailable: %s)", task, object_id, error)
+        return False
+    return True
+
+
+def _enqueue_run(run_id: int) -> None:
+    if _enqueue(RUN_TASK, run_id):
+        TrainingRun.objects.filter(pk=run_id).update(enqueued_at=timezone.now())
 
 
 def training_run_request(
@@ -67,13 +106,21 @@ def training_run_request(
     trigger: str,
     requested_by: User | None = None,
     params: dict[str, Any] | None = None,
-    seed: int = 0,
+    seed: int | None = None,
 ) -> tuple[TrainingRun, bool]:
     """Queue a training run of `project`, or return the one already queued or running.
 
-    Returns (run, created). The run is sent to a worker once the transaction commits.
+    The run takes the project's training configuration and objective in force now (`params`
+    and `seed` override the configuration for this run only). Returns (run, created). The run
+    is sent to a worker once the transaction commits.
     """
-    merged = {**DEFAULT_PARAMS, **(params or {})}
+    from apps.modeling.selectors import objective_current, training_config_current
+
+    config = training_config_current(project=project)
+    objective = objective_current(project=project)
+    merged = {**config.params(), **(params or {})}
+    if seed is None:
+        seed = config.seed
     with transaction.atomic():
         active = TrainingRun.objects.filter(
             project=project, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]
@@ -90,6 +137,8 @@ def training_run_request(
                     labels_version=labels_version,
                     params=merged,
                     seed=seed,
+                    objective=objective if objective.pk else None,
+                    training_config=config if config.pk else None,
                     progress_message="Waiting for a worker",
                 )
         except IntegrityError:
@@ -156,6 +205,18 @@ def training_runs_mend(*, now=None) -> None:
         unsent | Q(enqueued_at__lt=now - RESEND_SENT_AFTER), status=RunStatus.QUEUED
     ).values_list("pk", flat=True):
         _enqueue_run(run_id)
+    # A worker that died after a version was stored but before its predictions were, or a
+    # deployment whose scores were never applied (broker down at deploy): send them again.
+    settled = now - RESEND_UNSENT_AFTER
+    for version_id in ModelVersion.objects.filter(
+        predictions_path="", created_at__lt=settled
+    ).values_list("pk", flat=True):
+        _enqueue(PREDICT_TASK, version_id)
+    newest = Deployment.objects.filter(project=OuterRef("project")).order_by("-id").values("pk")[:1]
+    for deployment_id in Deployment.objects.filter(
+        scores_applied_at__isnull=True, created_at__lt=settled, pk=Subquery(newest)
+    ).values_list("pk", flat=True):
+        _enqueue(APPLY_TASK, deployment_id)
 
 
 def _progress(run_id: int, percent: int, message: str) -> None:
@@ -225,7 +286,13 @@ def _same_as_last_model(run: TrainingRun, labels_sha256: str) -> bool:
         .order_by("-id")
         .first()
     )
-    if last is None or last.labels_sha256 != labels_sha256 or last.params != run.params:
+    if (
+        last is None
+        or last.labels_sha256 != labels_sha256
+        or last.params != run.params
+        or last.seed != run.seed
+        or last.objective_id != run.objective_id
+    ):
         return False
     TrainingRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
         status=RunStatus.SKIPPED,
@@ -236,19 +303,70 @@ def _same_as_last_model(run: TrainingRun, labels_sha256: str) -> bool:
     return True
 
 
+def _objective_for(run: TrainingRun) -> ObjectiveSpec:
+    return run.objective.spec() if run.objective_id else ObjectiveSpec()
+
+
+@dataclass
+class TrainingData:
+    """The labeled cases a run trains on, after its window and feature choice."""
+
+    X: np.ndarray
+    y: np.ndarray
+    occurred_at: np.ndarray
+    case_ids: np.ndarray
+    feature_names: list[str]
+    window: dict[str, Any]
+
+
+def training_data(
+    *, snapshot_case_ids: np.ndarray, snapshot_values: np.ndarray, matrix, params: dict[str, Any]
+) -> TrainingData:
+    """Cut a label snapshot down to the run's window and features. The same function serves a
+    run and its reproduction, so both see exactly the same rows and columns."""
+    position = np.searchsorted(matrix.case_ids, snapshot_case_ids)
+    if len(position) and (
+        position.max() >= len(matrix.case_ids)
+        or not np.array_equal(matrix.case_ids[position], snapshot_case_ids)
+    ):
+        raise TrainingError("The label snapshot names cases that no longer exist.")
+    names = list(params.get("features") or matrix.feature_names)
+    missing = [n for n in names if n not in matrix.feature_names]
+    if missing:
+        raise TrainingError(f"The configuration names unknown features: {', '.join(missing)}.")
+    columns = [matrix.feature_names.index(n) for n in names]
+    occurred = matrix.occurred_at[position]
+    keep = window_select(occurred, params.get("window_months"))
+    window: dict[str, Any] = {"months": params.get("window_months"), "cases": len(keep)}
+    if params.get("window_months") and len(keep):
+        window["from"] = str(occurred[keep].min())[:10]
+        window["to"] = str(occurred[keep].max())[:10]
+    return TrainingData(
+        X=matrix.values[position[keep]][:, columns],
+        y=snapshot_values[keep],
+        occurred_at=occurred[keep],
+        case_ids=snapshot_case_ids[keep],
+        feature_names=names,
+        window=window,
+    )
+
+
 def _train(run: TrainingRun, written: list[Path]) -> None:
     project = run.project
     classes = list(project.classes)
+    objective = _objective_for(run)
     # Read the version before the watermark: labels arriving in between are then counted as
     # new for the next run rather than silently assumed trained on.
     labels_version = Project.objects.values_list("labels_version", flat=True).get(pk=project.pk)
     watermark = label_watermark(project_id=project.pk)
     snapshot = label_snapshot(project_id=project.pk, watermark=watermark)
     matrix = case_feature_matrix(project_id=project.pk)
-    position = np.searchsorted(matrix.case_ids, snapshot.case_ids)
-    X = matrix.values[position]
-    y = snapshot.values
-    occurred = matrix.occurred_at[position]
+    data = training_data(
+        snapshot_case_ids=snapshot.case_ids,
+        snapshot_values=snapshot.values,
+        matrix=matrix,
+        params=run.params,
+    )
     folder = model_dir(project.pk)
     folder.mkdir(parents=True, exist_ok=True)
     snapshot_path = folder / f"run-{run.pk}-labels.parquet"
@@ -260,23 +378,29 @@ def _train(run: TrainingRun, written: list[Path]) -> None:
         snapshot_sha256=snapshot.sha256(),
         labels_sha256=snapshot.content_sha256(),
         snapshot_path=str(snapshot_path),
-        feature_names=matrix.feature_names,
+        feature_names=data.feature_names,
         code_version=code_version(),
         library_versions=library_versions(),
     )
     if run.trigger == RunTrigger.AUTO and _same_as_last_model(run, snapshot.content_sha256()):
         return
-    _progress(run.pk, 20, f"Loaded {len(y)} labeled cases")
+    _progress(run.pk, 20, f"Loaded {len(data.y)} labeled cases")
     result = train_and_evaluate(
-        X,
-        y,
-        occurred,
+        data.X,
+        data.y,
+        data.occurred_at,
         classes,
         run.params,
         run.seed,
         progress=lambda percent, message: _progress(run.pk, percent, message),
+        objective=objective,
     )
-    _progress(run.pk, 85, "Saving the model")
+    result.metrics["window"] = data.window
+    train_times = data.occurred_at[result.train_index]
+    train_times = train_times[~np.isnat(train_times)]
+    if len(train_times):
+        result.metrics["train_period"] = [str(train_times.min())[:10], str(train_times.max())[:10]]
+    _progress(run.pk, 80, "Saving the model")
     model_path = folder / f"run-{run.pk}.skops"
     written.append(model_path)
     sha = model_save(result.pipeline, model_path)
@@ -289,39 +413,596 @@ def _train(run: TrainingRun, written: list[Path]) -> None:
             project=locked,
             training_run=run,
             number=number,
-            model_family=run.params.get("model_family", ""),
+            model_family=result.model_family,
             file_path=str(model_path),
             file_sha256=sha,
             metrics=result.metrics,
+            evaluation=result.evaluation,
+            objective_id=run.objective_id,
+            objective_value=result.metrics.get("objective"),
+            threshold=result.threshold,
+            positive_class=classes[positive_index(objective, classes)],
         )
         updated = TrainingRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
             status=RunStatus.SUCCEEDED,
             metrics=result.metrics,
-            progress=95,
-            progress_message="Scoring cases",
+            progress=85,
+            progress_message="Predicting every case",
             finished_at=timezone.now(),
         )
         if updated != 1:
             # Marked failed (abandoned) meanwhile: roll back, leave no model version.
             raise TrainingError("The run was abandoned while training.")
-    proba = predict_proba_aligned(result.pipeline, matrix.values, classes)
-    case_scores_replace(
-        project_id=project.pk,
-        model_version_number=version.number,
-        case_ids=matrix.case_ids,
-        predicted_labels=[classes[i] for i in proba.argmax(axis=1)],
-        confidences=proba.max(axis=1),
-        probabilities=proba,
-    )
-    TrainingRun.objects.filter(pk=run.pk).update(
-        progress=97, progress_message="Re-ranking the labeling queue"
-    )
-    # The queue's model-based strategies rank by these scores: re-rank here, in the worker,
-    # so that handing out a case never sorts cases. The model version stands either way; a
-    # re-rank that fails is sent again as a task of its own.
-    try:
-        queue_refresh(project_id=project.pk)
-    except Exception:
-        logger.exception("re-ranking the queue of project %s failed; retrying", project.pk)
-        queue_refresh_request(project_id=project.pk)
+    # The version stands from here on; what follows is repeated by the mender if a worker
+    # dies in it (see training_runs_mend).
+    version_predictions_store(version_id=version.pk, pipeline=result.pipeline, matrix=matrix)
     TrainingRun.objects.filter(pk=run.pk).update(progress=100, progress_message="Done")
+
+
+def _predictions_path(version: ModelVersion) -> Path:
+    return model_dir(version.project_id) / f"run-{version.training_run_id}-predictions.parquet"
+
+
+def version_predictions_store(
+    *, version_id: int, pipeline: Pipeline | None = None, matrix=None
+) -> ModelVersion:
+    """Predict every case of the project with a model version and keep the probabilities
+    (Parquet, one column per class). Deploys the version when the project has none in
+    production yet, or deploys every new version automatically. Idempotent."""
+    version = ModelVersion.objects.select_related("training_run", "project").get(pk=version_id)
+    project = version.project
+    classes = list(project.classes)
+    if not version.predictions_path or not Path(version.predictions_path).is_file():
+        pipeline = pipeline or version_model(version)
+        matrix = matrix or case_feature_matrix(project_id=project.pk)
+        columns = [matrix.feature_names.index(n) for n in version.training_run.feature_names]
+        proba = predict_proba_aligned(pipeline, matrix.values[:, columns], classes)
+        frame = pd.DataFrame(proba, columns=classes)
+        frame.insert(0, "case_id", matrix.case_ids)
+        path = _predictions_path(version)
+        partial = path.with_suffix(".partial")
+        frame.to_parquet(partial, index=False)
+        os.replace(partial, path)
+        ModelVersion.objects.filter(pk=version.pk).update(
+            predictions_path=str(path), predictions_sha256=file_sha256(path)
+        )
+        version.refresh_from_db()
+    if _deployment_current(project.pk) is None or project.auto_deploy:
+        deployment = model_version_deploy(
+            version=version,
+            deployed_by=None,
+            action=DeploymentAction.AUTO,
+            note="First model of the project" if not project.auto_deploy else "Automatic deploy",
+            apply_now=True,
+        )
+        logger.info(
+            "project %s: version %s deployed (%s)", project.pk, version.number, deployment.pk
+        )
+    return version
+
+
+def version_predictions_load(version: ModelVersion) -> tuple[np.ndarray, np.ndarray]:
+    """(case ids, probabilities) of a version's stored predictions, made first if missing."""
+    path = Path(version.predictions_path) if version.predictions_path else None
+    if path is None or not path.is_file():
+        version = version_predictions_store(version_id=version.pk)
+        path = Path(version.predictions_path)
+    if version.predictions_sha256 and file_sha256(path) != version.predictions_sha256:
+        raise UntrustedModelFile(f"{path.name} does not match its recorded sha256")
+    frame = pd.read_parquet(path)
+    classes = list(version.project.classes)
+    return frame["case_id"].to_numpy(np.int64), frame[classes].to_numpy(np.float64)
+
+
+def version_model(version: ModelVersion) -> Pipeline:
+    return model_load(Path(version.file_path), version.file_sha256)
+
+
+def version_decisions(version: ModelVersion, proba: np.ndarray) -> np.ndarray:
+    """Class index per case under the version's threshold (chosen for its objective)."""
+    classes = list(version.project.classes)
+    positive = classes.index(version.positive_class) if version.positive_class in classes else -1
+    return decide(proba, version.threshold, positive if positive >= 0 else len(classes) - 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Deploy and roll back.
+
+
+def _deployment_current(project_id: int) -> Deployment | None:
+    return Deployment.objects.filter(project_id=project_id).order_by("-id").first()
+
+
+def model_version_deploy(
+    *,
+    version: ModelVersion,
+    deployed_by: User | None,
+    action: str = DeploymentAction.DEPLOY,
+    note: str = "",
+    apply_now: bool = False,
+) -> Deployment:
+    """Make a version the project's production model.
+
+    One row inserted: the predict API reads the newest row per request, so every answer comes
+    wholly from the old or the new version, and none fails while the switch happens. The
+    version's predictions of every case then replace the stored scores in the worker (or here,
+    with `apply_now`, when already in the worker)."""
+    with transaction.atomic():
+        Project.objects.select_for_update().get(pk=version.project_id)
+        current = _deployment_current(version.project_id)
+        if current is not None and current.model_version_id == version.pk:
+            raise ValidationError(f"Version {version.number} is already in production.")
+        deployment = Deployment.objects.create(
+            project_id=version.project_id,
+            model_version=version,
+            action=action,
+            note=note[:300],
+            deployed_by=deployed_by,
+        )
+        if not apply_now:
+            transaction.on_commit(lambda: _enqueue(APPLY_TASK, deployment.pk))
+    if apply_now:
+        deployment_apply(deployment_id=deployment.pk)
+    return deployment
+
+
+def model_version_rollback(
+    *,
+    project: Project,
+    deployed_by: User | None,
+    to_version: ModelVersion | None = None,
+    note: str = "",
+) -> Deployment:
+    """Go back to the version that served before the current one, or to a chosen earlier one."""
+    history = list(
+        Deployment.objects.filter(project=project).order_by("-id").select_related("model_version")
+    )
+    if not history:
+        raise ValidationError("Nothing is deployed yet: there is nothing to roll back.")
+    current = history[0].model_version
+    if to_version is None:
+        earlier = [d.model_version for d in history[1:] if d.model_version_id != current.pk]
+        if not earlier:
+            raise ValidationError(
+                f"Version {current.number} is the only one ever deployed: there is no earlier one."
+            )
+        to_version = earlier[0]
+    if to_version.project_id != project.pk:
+        raise ValidationError("That version belongs to another project.")
+    if to_version.number >= current.number:
+        raise ValidationError(
+            f"Version {to_version.number} is not earlier than version {current.number} in "
+            "production; deploy it instead."
+        )
+    return model_version_deploy(
+        version=to_version,
+        deployed_by=deployed_by,
+        action=DeploymentAction.ROLLBACK,
+        note=note or f"Rolled back from version {current.number}",
+    )
+
+
+def deployment_apply(*, deployment_id: int) -> bool:
+    """Store a deployed version's predictions as the project's case scores and re-rank the
+    queue. Idempotent; does nothing for a deployment that a newer one has replaced."""
+    deployment = Deployment.objects.select_related("model_version__project").get(pk=deployment_id)
+    if deployment.scores_applied_at is not None:
+        return False
+    version = deployment.model_version
+    case_ids, proba = version_predictions_load(version)
+    classes = list(version.project.classes)
+    decided = version_decisions(version, proba)
+    with transaction.atomic():
+        # The project lock orders this against a newer deployment's apply.
+        Project.objects.select_for_update().get(pk=version.project_id)
+        newest = _deployment_current(version.project_id)
+        if newest is None or newest.pk != deployment.pk:
+            return False
+        case_scores_replace(
+            project_id=version.project_id,
+            model_version_number=version.number,
+            case_ids=case_ids,
+            predicted_labels=[classes[i] for i in decided],
+            confidences=proba[np.arange(len(decided)), decided],
+            probabilities=proba,
+        )
+        Deployment.objects.filter(pk=deployment.pk).update(scores_applied_at=timezone.now())
+    # The queue's model-based strategies rank by these scores: re-rank here, in the worker,
+    # so that handing out a case never sorts cases. A re-rank that fails is sent again.
+    try:
+        queue_refresh(project_id=version.project_id)
+    except Exception:
+        logger.exception("re-ranking the queue of project %s failed; retrying", version.project_id)
+        queue_refresh_request(project_id=version.project_id)
+    try:
+        monitoring_check(project_id=version.project_id)
+    except Exception:
+        logger.exception("checking project %s's production model failed", version.project_id)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Monitoring: imbalance, a degenerate model, staleness and drift.
+
+DRIFT_SAMPLE = 50_000
+
+
+def _alert(kind: str, severity: str, title: str, figure: str, action: str, **extra: Any) -> dict:
+    return {
+        "kind": kind,
+        "severity": severity,
+        "title": title,
+        "figure": figure,
+        "action": action,
+        **extra,
+    }
+
+
+def _live_slices(version: ModelVersion, objective: ObjectiveSpec, after: str) -> list[dict]:
+    """The production version's objective per month on labeled cases dated after `after` (the
+    end of what it was evaluated on), from its stored predictions: cases it never saw."""
+    case_ids, proba = version_predictions_load(version)
+    rows = list(
+        Case.objects.filter(project_id=version.project_id, occurred_at__gt=after)
+        .exclude(current_label="")
+        .values_list("id", "current_label", "occurred_at")
+    )
+    if not rows:
+        return []
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    position = np.searchsorted(case_ids, ids)
+    known = (position < len(case_ids)) & (case_ids[np.minimum(position, len(case_ids) - 1)] == ids)
+    labels = np.array([r[1] for r in rows], dtype=object)[known]
+    when = np.array([r[2].replace(tzinfo=None) for r in rows], dtype="datetime64[us]")[known]
+    return month_slices(
+        when,
+        labels,
+        proba[position[known]],
+        list(version.project.classes),
+        objective,
+        version.threshold,
+        "since training",
+    )
+
+
+def _drift(version: ModelVersion, recent_months: int) -> list[dict]:
+    """PSI of each feature the version uses: its training period against the most recent
+    `recent_months` months of cases (labeled or not)."""
+    period = version.metrics.get("train_period")
+    if not period:
+        return []
+    matrix = case_feature_matrix(project_id=version.project_id)
+    dated = ~np.isnat(matrix.occurred_at)
+    if not dated.any():
+        return []
+    newest = matrix.occurred_at[dated].max().astype("datetime64[M]")
+    recent_start = (newest - np.timedelta64(recent_months - 1, "M")).astype("datetime64[us]")
+    start, end = (np.datetime64(period[0]), np.datetime64(period[1]) + np.timedelta64(1, "D"))
+    reference = np.flatnonzero(dated & (matrix.occurred_at >= start) & (matrix.occurred_at < end))
+    recent = np.flatnonzero(dated & (matrix.occurred_at >= recent_start))
+    rng = np.random.default_rng(0)
+    if len(reference) > DRIFT_SAMPLE:
+        reference = rng.choice(reference, DRIFT_SAMPLE, replace=False)
+    if len(recent) > DRIFT_SAMPLE:
+        recent = rng.choice(recent, DRIFT_SAMPLE, replace=False)
+    if len(reference) < MIN_SLICE_CASES or len(recent) < MIN_SLICE_CASES:
+        return []
+    rows = []
+    for name in version.training_run.feature_names:
+        j = matrix.feature_names.index(name)
+        psi = population_stability(matrix.values[reference, j], matrix.values[recent, j])
+        if psi is not None:
+            rows.append({"feature": name, "psi": round(psi, 4)})
+    rows.sort(key=lambda r: -r["psi"])
+    return [
+        {**r, "reference": f"{period[0]} – {period[1]}", "recent_from": str(recent_start)[:10]}
+        for r in rows
+    ]
+
+
+def monitoring_check(*, project_id: int) -> MonitoringReport:
+    """Look at the production model as the periodic job does, and keep what was found."""
+    project = Project.objects.get(pk=project_id)
+    deployment = _deployment_current(project_id)
+    figures: dict[str, Any] = {}
+    alerts: list[dict] = []
+    version = deployment.model_version if deployment else None
+    if version is not None:
+        objective = version.objective.spec() if version.objective_id else ObjectiveSpec()
+        shares = dict(
+            CaseScore.objects.filter(project_id=project_id)
+            .values_list("predicted_label")
+            .annotate(n=Count("id"))
+            .values_list("predicted_label", "n")
+        )
+        total = sum(shares.values()) or 1
+        predicted_share = {c: shares.get(c, 0) / total for c in project.classes}
+        recall = {
+            c: pc.get("recall")
+            for c, pc in version.metrics.get("per_class", {}).items()
+            if pc.get("support")
+        }
+        figures["predicted_share"] = predicted_share
+        found = degenerate(predicted_share, recall)
+        if found and found["kind"] == "one_class":
+            alerts.append(
+                _alert(
+                    "degenerate",
+                    "danger",
+                    f"Version {version.number} predicts {found['class']!r} for "
+                    f"{found['share']:.1%} of cases",
+                    f"predicted share {found['share']:.3f} ≥ 0.99",
+                    "Target the minority class in the queue, or train with balanced class "
+                    "weights, then retrain.",
+                )
+            )
+        elif found:
+            recall_text = ", ".join(f"{c} {r:.2f}" for c, r in found["recall"].items())
+            alerts.append(
+                _alert(
+                    "degenerate",
+                    "danger",
+                    f"Version {version.number} almost never finds {', '.join(found['classes'])}",
+                    f"held-out recall {recall_text}",
+                    "Target the minority class in the queue, or train with balanced class "
+                    "weights, then retrain.",
+                )
+            )
+        test_end = (version.metrics.get("test_period") or [None, None])[1]
+        slices = [dict(s) for s in version.evaluation.get("slices", [])]
+        if test_end:
+            slices += _live_slices(version, objective, test_end + "T23:59:59Z")
+        figures["slices"] = slices
+        stale = staleness(
+            slices,
+            objective.greater_is_better,
+            project.alert_stale_margin,
+            project.alert_recent_months,
+        )
+        figures["staleness"] = stale
+        if stale and stale["stale"]:
+            alerts.append(
+                _alert(
+                    "stale",
+                    "danger",
+                    f"Version {version.number} is stale on recent cases",
+                    f"{objective.describe()} {stale['recent']:.3f} on "
+                    f"{stale['recent_periods'][0]}..{stale['recent_periods'][1]} "
+                    f"({stale['recent_n']} cases) against {stale['older']:.3f} before; "
+                    f"margin {project.alert_stale_margin:g}",
+                    "Retrain on a recent window (training configuration: last N months).",
+                )
+            )
+        drift = _drift(version, project.alert_recent_months)
+        figures["drift"] = drift
+        shifted = [d for d in drift if d["psi"] > project.alert_psi_threshold]
+        if shifted:
+            alerts.append(
+                _alert(
+                    "drift",
+                    "warning",
+                    f"Feature drift in {', '.join(d['feature'] for d in shifted[:3])}"
+                    + (f" and {len(shifted) - 3} more" if len(shifted) > 3 else ""),
+                    ", ".join(f"PSI {d['feature']} {d['psi']:.2f}" for d in shifted[:3])
+                    + f" (threshold {project.alert_psi_threshold:g}; recent cases from "
+                    f"{shifted[0]['recent_from']})",
+                    "Check how the feature is measured now (a new assay or unit?), then "
+                    "retrain on a recent window.",
+                )
+            )
+    return MonitoringReport.objects.create(
+        project=project, model_version=version, figures=figures, alerts=alerts
+    )
+
+
+def monitoring_check_all() -> list[int]:
+    """The periodic job: check every project that has a model in production."""
+    checked = []
+    for project_id in Deployment.objects.values_list("project_id", flat=True).distinct():
+        try:
+            monitoring_check(project_id=project_id)
+            checked.append(project_id)
+        except Exception:
+            logger.exception("monitoring project %s failed", project_id)
+    return checked
+
+
+# ---------------------------------------------------------------------------------------------
+# Reproduction.
+
+
+def training_run_reproduce(*, run_id: int) -> dict[str, Any]:
+    """Retrain a run from its recorded snapshot, parameters and seed, and check that the new
+    model predicts what the stored one does on every case of the snapshot. The result is
+    kept on the run."""
+    run = TrainingRun.objects.select_related("project", "model_version").get(pk=run_id)
+    if run.status != RunStatus.SUCCEEDED or not hasattr(run, "model_version"):
+        raise ValidationError(f"Run {run.pk} has no model version to reproduce.")
+    version = run.model_version
+    path = Path(run.snapshot_path)
+    if not path.is_file():
+        raise ValidationError(f"The label snapshot of run {run.pk} is missing ({path.name}).")
+    frame = pd.read_parquet(path)
+    snapshot = LabelSnapshot(
+        case_ids=frame["case_id"].to_numpy(np.int64),
+        label_ids=frame["label_id"].to_numpy(np.int64),
+        values=frame["label"].to_numpy(object),
+        watermark=run.label_watermark or 0,
+    )
+    result: dict[str, Any] = {"checked_at": timezone.now().isoformat()}
+    result["snapshot_matches"] = snapshot.sha256() == run.snapshot_sha256
+    matrix = case_feature_matrix(project_id=run.project_id)
+    data = training_data(
+        snapshot_case_ids=snapshot.case_ids,
+        snapshot_values=snapshot.values,
+        matrix=matrix,
+        params=run.params,
+    )
+    classes = list(run.project.classes)
+    again = train_and_evaluate(
+        data.X,
+        data.y,
+        data.occurred_at,
+        classes,
+        run.params,
+        run.seed,
+        objective=_objective_for(run),
+    )
+    stored = version_model(version)
+    before = predict_proba_aligned(stored, data.X, classes)
+    after = predict_proba_aligned(again.pipeline, data.X, classes)
+    difference = float(np.max(np.abs(before - after))) if len(before) else 0.0
+    result.update(
+        {
+            "cases": len(data.y),
+            "max_abs_difference": difference,
+            "same_decisions": bool(
+                np.array_equal(
+                    version_decisions(version, before), version_decisions(version, after)
+                )
+            ),
+            "same_family": again.model_family == version.model_family,
+            "code_version_then": run.code_version,
+            "code_version_now": code_version(),
+            "libraries_changed": {
+                name: [then, library_versions().get(name)]
+                for name, then in run.library_versions.items()
+                if library_versions().get(name) != then
+            },
+        }
+    )
+    result["matched"] = bool(
+        result["snapshot_matches"] and result["same_decisions"] and difference <= 1e-9
+    )
+    TrainingRun.objects.filter(pk=run.pk).update(reproduction=result)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Objective and training configuration: versioned, every change a new row.
+
+
+def objective_change(
+    *,
+    project: Project,
+    changed_by: User | None,
+    metric: str,
+    positive_class: str = "",
+    beta: float = 1.0,
+    min_precision: float = 0.8,
+    k: int = 100,
+    cost_matrix: list[list[float]] | None = None,
+    note: str = "",
+) -> Objective:
+    """Set the metric the project optimizes from now on; earlier rows stay as history.
+
+    Runs already trained keep the objective they were chosen under."""
+    spec = ObjectiveSpec(
+        metric=metric,
+        positive_class=positive_class or "",
+        beta=float(beta),
+        min_precision=float(min_precision),
+        k=int(k),
+        cost_matrix=cost_matrix or [],
+    )
+    try:
+        objective_check(spec, list(project.classes))
+    except ObjectiveError as error:
+        raise ValidationError({"objective": str(error)}) from error
+    return Objective.objects.create(
+        project=project,
+        metric=spec.metric,
+        positive_class=spec.positive_class,
+        beta=spec.beta,
+        min_precision=spec.min_precision,
+        k=spec.k,
+        cost_matrix=spec.cost_matrix if metric == "expected_cost" else [],
+        note=note[:300],
+        changed_by=changed_by,
+    )
+
+
+# Hyperparameters a configuration may set, per family, with their types.
+HYPERPARAMETERS: dict[str, dict[str, type]] = {
+    "logistic_regression": {"C": float, "max_iter": int},
+    "hist_gradient_boosting": {"max_iter": int, "learning_rate": float, "max_leaf_nodes": int},
+    "random_forest": {"n_estimators": int, "min_samples_leaf": int},
+}
+
+
+def training_config_change(
+    *,
+    project: Project,
+    changed_by: User | None,
+    model_family: str,
+    class_weight: str = "",
+    window_months: int | None = None,
+    features: list[str] | None = None,
+    hyperparameters: dict[str, Any] | None = None,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    cv_folds: int = 5,
+    note: str = "",
+) -> TrainingConfig:
+    """Set how the project trains from now on; earlier rows stay as history."""
+    errors: dict[str, str] = {}
+    if model_family not in ModelFamily.values:
+        errors["model_family"] = (
+            f"Unknown model family {model_family!r}; choose one of {', '.join(ModelFamily.values)}."
+        )
+    if class_weight not in ("", "balanced"):
+        errors["class_weight"] = "Class weighting is none or balanced."
+    if window_months is not None and not 1 <= int(window_months) <= 600:
+        errors["window_months"] = "The training window is 1 to 600 months, or empty for all data."
+    known = list(
+        Feature.objects.filter(project=project).order_by("position").values_list("name", flat=True)
+    )
+    chosen = [f.strip() for f in (features or []) if f.strip()]
+    unknown = [f for f in chosen if f not in known]
+    if unknown:
+        errors["features"] = f"Not features of this project: {', '.join(unknown)}."
+    hyper = dict(hyperparameters or {})
+    allowed: dict[str, type] = {}
+    families = (
+        HYPERPARAMETERS
+        if model_family == "auto"
+        else {model_family: HYPERPARAMETERS.get(model_family, {})}
+    )
+    for spec in families.values():
+        allowed.update(spec)
+    for name, raw in list(hyper.items()):
+        if name not in allowed:
+            errors["hyperparameters"] = (
+                f"{name!r} is not a hyperparameter of {model_family}; "
+                f"known: {', '.join(sorted(allowed)) or 'none'}."
+            )
+            break
+        try:
+            hyper[name] = allowed[name](raw)
+        except (TypeError, ValueError):
+            errors["hyperparameters"] = f"{name}={raw!r} is not a {allowed[name].__name__}."
+            break
+        if hyper[name] <= 0:
+            errors["hyperparameters"] = f"{name} must be positive."
+            break
+    if not 0.05 <= float(test_fraction) <= 0.5:
+        errors["test_fraction"] = "The held-out share is between 0.05 and 0.5."
+    if not 2 <= int(cv_folds) <= 10:
+        errors["cv_folds"] = "Cross-validation uses 2 to 10 folds."
+    if int(seed) < 0:
+        errors["seed"] = "The seed is a non-negative integer."
+    if errors:
+        raise ValidationError(errors)
+    return TrainingConfig.objects.create(
+        project=project,
+        model_family=model_family,
+        class_weight=class_weight,
+        window_months=int(window_months) if window_months else None,
+        features=[f for f in known if f in chosen],  # in the project's order
+        hyperparameters=hyper,
+        seed=int(seed),
+        test_fraction=float(test_fraction),
+        cv_folds=int(cv_folds),
+        note=note[:300],
+        changed_by=changed_by,
+    )

@@ -37,6 +37,23 @@ class Project(models.Model):
     )
     # Bumped by the labeling service with every label row; the retrain scheduler compares it
     # with the version a run was trained on.
+    # Deploy every new model version as soon as it is trained (otherwise only the first;
+    # later ones wait for a data scientist to deploy them).
+    auto_deploy = models.BooleanField(default=False)
+    # Alerts on the project page.
+    alert_min_class_share = models.FloatField(
+        default=0.10, help_text="Alert when a class has less than this share of the labels."
+    )
+    alert_stale_margin = models.FloatField(
+        default=0.05,
+        help_text="Alert when the objective on recent months is worse than before by more.",
+    )
+    alert_psi_threshold = models.FloatField(
+        default=0.25, help_text="Alert when a feature's population stability index passes this."
+    )
+    alert_recent_months = models.PositiveSmallIntegerField(
+        default=3, help_text="How many of the latest months count as recent."
+    )
     labels_version = models.PositiveBigIntegerField(default=0)
     last_labeled_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(

@@ -155,13 +155,21 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 60 * 60)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 60 * 60 + 120)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_TASK_ROUTES = {"modeling.*": {"queue": "ml"}}
+# A deploy applies its scores on the default queue, so that it never waits behind a long fit.
+CELERY_TASK_ROUTES = {
+    "modeling.apply_deployment": {"queue": "default"},
+    "modeling.*": {"queue": "ml"},
+}
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_BEAT_SCHEDULE = {
     "labeling-queue-reconciler": {"task": "labeling.refresh_due_queues", "schedule": 30.0},
     "modeling-retrain-scheduler": {
         "task": "modeling.schedule_retrains",
         "schedule": float(CASEBOOK_RETRAIN_POLL_SECONDS),
+    },
+    "modeling-production-checks": {
+        "task": "modeling.check_models",
+        "schedule": float(env_int("CASEBOOK_MONITOR_SECONDS", 600)),
     },
 }
 if CELERY_BROKER_URL.startswith("filesystem://"):

@@ -4,34 +4,37 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('cases', '0001_initial'),
-        ('projects', '0001_initial'),
+        ("cases", "0001_initial"),
+        ("projects", "0001_initial"),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name='case',
-            name='case_queue_idx',
+            model_name="case",
+            name="case_queue_idx",
         ),
         migrations.AddField(
-            model_name='case',
-            name='queue_open',
+            model_name="case",
+            name="queue_open",
             field=models.PositiveSmallIntegerField(db_default=1, default=1),
         ),
         migrations.AddField(
-            model_name='case',
-            name='queue_rank',
+            model_name="case",
+            name="queue_rank",
             field=models.BigIntegerField(db_default=1000000000000000, default=1000000000000000),
         ),
         migrations.AddField(
-            model_name='case',
-            name='queue_wanted',
+            model_name="case",
+            name="queue_wanted",
             field=models.PositiveSmallIntegerField(db_default=1, default=1),
         ),
         migrations.AddIndex(
-            model_name='case',
-            index=models.Index(condition=models.Q(('queue_open__gt', 0)), fields=['project', 'queue_rank', 'id'], name='case_queue_idx'),
+            model_name="case",
+            index=models.Index(
+                condition=models.Q(("queue_open__gt", 0)),
+                fields=["project", "queue_rank", "id"],
+                name="case_queue_idx",
+            ),
         ),
     ]

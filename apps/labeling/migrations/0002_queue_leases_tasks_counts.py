@@ -6,140 +6,397 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('cases', '0002_case_queue_state'),
-        ('labeling', '0001_initial'),
-        ('projects', '0001_initial'),
+        ("cases", "0002_case_queue_state"),
+        ("labeling", "0001_initial"),
+        ("projects", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='casescore',
-            name='probabilities',
-            field=models.BinaryField(default=b''),
+            model_name="casescore",
+            name="probabilities",
+            field=models.BinaryField(default=b""),
         ),
         migrations.CreateModel(
-            name='LabelTask',
+            name="LabelTask",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('relabel', 'Relabel'), ('adjudicate', 'Adjudicate')], max_length=20)),
-                ('reason', models.CharField(blank=True, max_length=500)),
-                ('status', models.CharField(choices=[('open', 'Open'), ('done', 'Done'), ('cancelled', 'Cancelled')], default='open', max_length=20)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('closed_at', models.DateTimeField(blank=True, null=True)),
-                ('assignee', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('case', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='cases.case')),
-                ('closed_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('label', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='labeling.label')),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='projects.project')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("relabel", "Relabel"), ("adjudicate", "Adjudicate")],
+                        max_length=20,
+                    ),
+                ),
+                ("reason", models.CharField(blank=True, max_length=500)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("open", "Open"), ("done", "Done"), ("cancelled", "Cancelled")],
+                        default="open",
+                        max_length=20,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("closed_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "assignee",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "case",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="cases.case",
+                    ),
+                ),
+                (
+                    "closed_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "label",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="labeling.label",
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="projects.project",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='Lease',
+            name="Lease",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('state', models.CharField(choices=[('active', 'Active'), ('labeled', 'Labeled'), ('skipped', 'Skipped'), ('released', 'Released'), ('expired', 'Expired')], default='active', max_length=20)),
-                ('rank', models.BigIntegerField(blank=True, null=True)),
-                ('expires_at', models.DateTimeField()),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('closed_at', models.DateTimeField(blank=True, null=True)),
-                ('case', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='cases.case')),
-                ('project', models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='projects.project')),
-                ('task', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='leases', to='labeling.labeltask')),
-                ('user', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("active", "Active"),
+                            ("labeled", "Labeled"),
+                            ("skipped", "Skipped"),
+                            ("released", "Released"),
+                            ("expired", "Expired"),
+                        ],
+                        default="active",
+                        max_length=20,
+                    ),
+                ),
+                ("rank", models.BigIntegerField(blank=True, null=True)),
+                ("expires_at", models.DateTimeField()),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("closed_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "case",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="cases.case",
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        db_constraint=False,
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="projects.project",
+                    ),
+                ),
+                (
+                    "task",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="leases",
+                        to="labeling.labeltask",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='QueueSettings',
+            name="QueueSettings",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('strategy', models.CharField(choices=[('import_order', 'In order of import'), ('random', 'Random'), ('recent_first', 'Most recent first'), ('uncertainty', 'Uncertainty'), ('minority', 'Minority-targeted'), ('mix', 'Mix')], default='import_order', max_length=20)),
-                ('uncertainty_measure', models.CharField(choices=[('least_confident', 'Least confident (1 − top probability)'), ('margin', 'Margin (top two probabilities closest)'), ('entropy', 'Entropy of the probabilities')], default='margin', max_length=20)),
-                ('target_class', models.CharField(blank=True, help_text='The rare class that minority-targeting looks for.', max_length=100)),
-                ('mix_base', models.CharField(choices=[('uncertainty', 'Uncertainty'), ('minority', 'Minority-targeted')], default='uncertainty', max_length=20)),
-                ('random_share', models.FloatField(default=0.2, help_text='In a mix, the share of cases drawn at random.')),
-                ('seed', models.PositiveIntegerField(default=0)),
-                ('lease_minutes', models.PositiveIntegerField(default=15)),
-                ('overlap_share', models.FloatField(default=0.0, help_text='Share of cases that several clinicians label independently.')),
-                ('overlap_labels', models.PositiveSmallIntegerField(default=2, help_text='How many clinicians label each overlap case.')),
-                ('note', models.CharField(blank=True, max_length=500)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('changed_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='projects.project')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "strategy",
+                    models.CharField(
+                        choices=[
+                            ("import_order", "In order of import"),
+                            ("random", "Random"),
+                            ("recent_first", "Most recent first"),
+                            ("uncertainty", "Uncertainty"),
+                            ("minority", "Minority-targeted"),
+                            ("mix", "Mix"),
+                        ],
+                        default="import_order",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "uncertainty_measure",
+                    models.CharField(
+                        choices=[
+                            ("least_confident", "Least confident (1 − top probability)"),
+                            ("margin", "Margin (top two probabilities closest)"),
+                            ("entropy", "Entropy of the probabilities"),
+                        ],
+                        default="margin",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "target_class",
+                    models.CharField(
+                        blank=True,
+                        help_text="The rare class that minority-targeting looks for.",
+                        max_length=100,
+                    ),
+                ),
+                (
+                    "mix_base",
+                    models.CharField(
+                        choices=[("uncertainty", "Uncertainty"), ("minority", "Minority-targeted")],
+                        default="uncertainty",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "random_share",
+                    models.FloatField(
+                        default=0.2, help_text="In a mix, the share of cases drawn at random."
+                    ),
+                ),
+                ("seed", models.PositiveIntegerField(default=0)),
+                ("lease_minutes", models.PositiveIntegerField(default=15)),
+                (
+                    "overlap_share",
+                    models.FloatField(
+                        default=0.0,
+                        help_text="Share of cases that several clinicians label independently.",
+                    ),
+                ),
+                (
+                    "overlap_labels",
+                    models.PositiveSmallIntegerField(
+                        default=2, help_text="How many clinicians label each overlap case."
+                    ),
+                ),
+                ("note", models.CharField(blank=True, max_length=500)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "changed_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="projects.project",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'queue settings',
-                'ordering': ['-id'],
+                "verbose_name_plural": "queue settings",
+                "ordering": ["-id"],
             },
         ),
         migrations.CreateModel(
-            name='QueueBuild',
+            name="QueueBuild",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('model_version_number', models.PositiveIntegerField(blank=True, null=True)),
-                ('strategy_used', models.CharField(choices=[('import_order', 'In order of import'), ('random', 'Random'), ('recent_first', 'Most recent first'), ('uncertainty', 'Uncertainty'), ('minority', 'Minority-targeted'), ('mix', 'Mix')], max_length=20)),
-                ('cases_ranked', models.PositiveIntegerField(default=0)),
-                ('note', models.CharField(blank=True, max_length=300)),
-                ('started_at', models.DateTimeField(auto_now_add=True)),
-                ('seconds', models.FloatField(default=0)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='projects.project')),
-                ('settings', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='labeling.queuesettings')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("model_version_number", models.PositiveIntegerField(blank=True, null=True)),
+                (
+                    "strategy_used",
+                    models.CharField(
+                        choices=[
+                            ("import_order", "In order of import"),
+                            ("random", "Random"),
+                            ("recent_first", "Most recent first"),
+                            ("uncertainty", "Uncertainty"),
+                            ("minority", "Minority-targeted"),
+                            ("mix", "Mix"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("cases_ranked", models.PositiveIntegerField(default=0)),
+                ("note", models.CharField(blank=True, max_length=300)),
+                ("started_at", models.DateTimeField(auto_now_add=True)),
+                ("seconds", models.FloatField(default=0)),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="projects.project",
+                    ),
+                ),
+                (
+                    "settings",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="labeling.queuesettings",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-id'],
+                "ordering": ["-id"],
             },
         ),
         migrations.CreateModel(
-            name='LabelCount',
+            name="LabelCount",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('value', models.CharField(blank=True, max_length=100)),
-                ('cases', models.BigIntegerField(default=0)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='projects.project')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("value", models.CharField(blank=True, max_length=100)),
+                ("cases", models.BigIntegerField(default=0)),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="projects.project",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('project', 'value'), name='label_count_unique')],
+                "constraints": [
+                    models.UniqueConstraint(fields=("project", "value"), name="label_count_unique")
+                ],
             },
         ),
         migrations.AddIndex(
-            model_name='labeltask',
-            index=models.Index(condition=models.Q(('status', 'open')), fields=['project', 'kind', 'id'], name='task_open_idx'),
+            model_name="labeltask",
+            index=models.Index(
+                condition=models.Q(("status", "open")),
+                fields=["project", "kind", "id"],
+                name="task_open_idx",
+            ),
         ),
         migrations.AddIndex(
-            model_name='labeltask',
-            index=models.Index(fields=['case', 'status'], name='task_case_idx'),
+            model_name="labeltask",
+            index=models.Index(fields=["case", "status"], name="task_case_idx"),
         ),
         migrations.AddConstraint(
-            model_name='labeltask',
-            constraint=models.UniqueConstraint(condition=models.Q(('kind', 'adjudicate'), ('status', 'open')), fields=('case',), name='task_one_open_adjudication'),
+            model_name="labeltask",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("kind", "adjudicate"), ("status", "open")),
+                fields=("case",),
+                name="task_one_open_adjudication",
+            ),
         ),
         migrations.AddIndex(
-            model_name='lease',
-            index=models.Index(fields=['case', 'user'], name='lease_case_user_idx'),
+            model_name="lease",
+            index=models.Index(fields=["case", "user"], name="lease_case_user_idx"),
         ),
         migrations.AddIndex(
-            model_name='lease',
-            index=models.Index(condition=models.Q(('state', 'active')), fields=['project', 'expires_at'], name='lease_active_idx'),
+            model_name="lease",
+            index=models.Index(
+                condition=models.Q(("state", "active")),
+                fields=["project", "expires_at"],
+                name="lease_active_idx",
+            ),
         ),
         migrations.AddIndex(
-            model_name='lease',
-            index=models.Index(fields=['user', 'project', 'state'], name='lease_user_idx'),
+            model_name="lease",
+            index=models.Index(fields=["user", "project", "state"], name="lease_user_idx"),
         ),
         migrations.AddConstraint(
-            model_name='lease',
-            constraint=models.UniqueConstraint(condition=models.Q(('state', 'active')), fields=('project', 'user'), name='lease_one_active_per_user'),
+            model_name="lease",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("state", "active")),
+                fields=("project", "user"),
+                name="lease_one_active_per_user",
+            ),
         ),
         migrations.AddIndex(
-            model_name='queuesettings',
-            index=models.Index(fields=['project', '-id'], name='queue_settings_project_idx'),
+            model_name="queuesettings",
+            index=models.Index(fields=["project", "-id"], name="queue_settings_project_idx"),
         ),
     ]

@@ -6,69 +6,138 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('projects', '0001_initial'),
+        ("projects", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='TrainingRun',
+            name="TrainingRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('skipped', 'Skipped (labels unchanged)')], default='queued', max_length=20)),
-                ('trigger', models.CharField(choices=[('auto', 'Labels changed'), ('manual', 'Requested in the app'), ('admin', 'Requested in the admin'), ('api', 'Requested through the API')], max_length=20)),
-                ('labels_version', models.PositiveBigIntegerField()),
-                ('params', models.JSONField(default=dict)),
-                ('seed', models.PositiveIntegerField(default=0)),
-                ('progress', models.PositiveSmallIntegerField(default=0)),
-                ('progress_message', models.CharField(blank=True, max_length=200)),
-                ('error', models.TextField(blank=True)),
-                ('label_watermark', models.PositiveBigIntegerField(blank=True, null=True)),
-                ('snapshot_sha256', models.CharField(blank=True, max_length=64)),
-                ('snapshot_path', models.CharField(blank=True, max_length=500)),
-                ('feature_names', models.JSONField(default=list)),
-                ('code_version', models.CharField(blank=True, max_length=64)),
-                ('library_versions', models.JSONField(default=dict)),
-                ('metrics', models.JSONField(default=dict)),
-                ('attempts', models.PositiveSmallIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='training_runs', to='projects.project')),
-                ('requested_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("skipped", "Skipped (labels unchanged)"),
+                        ],
+                        default="queued",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "trigger",
+                    models.CharField(
+                        choices=[
+                            ("auto", "Labels changed"),
+                            ("manual", "Requested in the app"),
+                            ("admin", "Requested in the admin"),
+                            ("api", "Requested through the API"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("labels_version", models.PositiveBigIntegerField()),
+                ("params", models.JSONField(default=dict)),
+                ("seed", models.PositiveIntegerField(default=0)),
+                ("progress", models.PositiveSmallIntegerField(default=0)),
+                ("progress_message", models.CharField(blank=True, max_length=200)),
+                ("error", models.TextField(blank=True)),
+                ("label_watermark", models.PositiveBigIntegerField(blank=True, null=True)),
+                ("snapshot_sha256", models.CharField(blank=True, max_length=64)),
+                ("snapshot_path", models.CharField(blank=True, max_length=500)),
+                ("feature_names", models.JSONField(default=list)),
+                ("code_version", models.CharField(blank=True, max_length=64)),
+                ("library_versions", models.JSONField(default=dict)),
+                ("metrics", models.JSONField(default=dict)),
+                ("attempts", models.PositiveSmallIntegerField(default=0)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="training_runs",
+                        to="projects.project",
+                    ),
+                ),
+                (
+                    "requested_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-id'],
+                "ordering": ["-id"],
             },
         ),
         migrations.CreateModel(
-            name='ModelVersion',
+            name="ModelVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveIntegerField()),
-                ('model_family', models.CharField(max_length=60)),
-                ('file_path', models.CharField(max_length=500)),
-                ('file_sha256', models.CharField(max_length=64)),
-                ('metrics', models.JSONField(default=dict)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='model_versions', to='projects.project')),
-                ('training_run', models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='model_version', to='modeling.trainingrun')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("number", models.PositiveIntegerField()),
+                ("model_family", models.CharField(max_length=60)),
+                ("file_path", models.CharField(max_length=500)),
+                ("file_sha256", models.CharField(max_length=64)),
+                ("metrics", models.JSONField(default=dict)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="model_versions",
+                        to="projects.project",
+                    ),
+                ),
+                (
+                    "training_run",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="model_version",
+                        to="modeling.trainingrun",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-number'],
+                "ordering": ["-number"],
             },
         ),
         migrations.AddConstraint(
-            model_name='trainingrun',
-            constraint=models.UniqueConstraint(condition=models.Q(('status__in', ['queued', 'running'])), fields=('project',), name='training_run_one_active_per_project'),
+            model_name="trainingrun",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("status__in", ["queued", "running"])),
+                fields=("project",),
+                name="training_run_one_active_per_project",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='modelversion',
-            constraint=models.UniqueConstraint(fields=('project', 'number'), name='model_version_number'),
+            model_name="modelversion",
+            constraint=models.UniqueConstraint(
+                fields=("project", "number"), name="model_version_number"
+            ),
         ),
     ]

@@ -4,20 +4,23 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('modeling', '0001_initial'),
+        ("modeling", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='trainingrun',
-            name='enqueued_at',
+            model_name="trainingrun",
+            name="enqueued_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='trainingrun',
-            name='labels_sha256',
-            field=models.CharField(blank=True, help_text='Which case had which label, whatever the rows.', max_length=64),
+            model_name="trainingrun",
+            name="labels_sha256",
+            field=models.CharField(
+                blank=True,
+                help_text="Which case had which label, whatever the rows.",
+                max_length=64,
+            ),
         ),
     ]

@@ -1,4 +1,9 @@
-"""Build, train and evaluate a tabular classifier on a label snapshot."""
+"""Build, select, train and evaluate a tabular classifier on a label snapshot. No Django here.
+
+A run is judged the way it will be used: the held-out set is the most recent cases (when cases
+are dated), the decision threshold and the model family are chosen on out-of-fold predictions
+of the training part only, and every figure is computed under the project's objective.
+"""
 
 from __future__ import annotations
 
@@ -7,30 +12,50 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from sklearn.calibration import calibration_curve
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
     accuracy_score,
+    average_precision_score,
     balanced_accuracy_score,
     confusion_matrix,
     f1_score,
+    precision_recall_curve,
     precision_recall_fscore_support,
     roc_auc_score,
+    roc_curve,
 )
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from apps.modeling.ml.objectives import (
+    ObjectiveSpec,
+    better,
+    decide,
+    objective_value,
+    positive_index,
+    threshold_choose,
+)
+
 MODEL_FAMILIES = ("logistic_regression", "hist_gradient_boosting", "random_forest")
+AUTO_FAMILY = "auto"
 # Unweighted classes by default: on imbalanced data the model then shows the majority-class
 # failure that error analysis is there to find, instead of hiding it behind a default.
 DEFAULT_PARAMS: dict[str, Any] = {
     "model_family": "logistic_regression",
     "class_weight": None,
     "test_fraction": 0.2,
+    "cv_folds": 5,
+    # Cross-validation (threshold and model choice) runs on at most this many training cases:
+    # on a million cases it would otherwise cost five more fits for little more certainty.
+    "cv_max_cases": 50_000,
 }
 MIN_LABELED_CASES = 10
+CURVE_POINTS = 200
+CALIBRATION_BINS = 10
 
 Progress = Callable[[int, str], None]
 
@@ -44,20 +69,34 @@ class TrainingResult:
     pipeline: Pipeline
     classes: list[str]
     metrics: dict[str, Any]
+    evaluation: dict[str, Any]
+    threshold: float | None
+    model_family: str
     train_index: np.ndarray
     test_index: np.ndarray
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def build_pipeline(params: dict[str, Any], seed: int) -> Pipeline:
-    family = params.get("model_family", DEFAULT_PARAMS["model_family"])
+def build_pipeline(params: dict[str, Any], seed: int, family: str | None = None) -> Pipeline:
+    family = family or params.get("model_family", DEFAULT_PARAMS["model_family"])
     class_weight = params.get("class_weight")
     if class_weight not in (None, "balanced"):
         raise TrainingError(f"class_weight must be none or 'balanced', not {class_weight!r}")
+    hyper = params.get("hyperparameters") or {}
+
+    def value(name: str, default: Any, cast: type) -> Any:
+        raw = hyper.get(name, params.get(name, default))
+        try:
+            return cast(raw)
+        except (TypeError, ValueError) as error:
+            raise TrainingError(
+                f"Hyperparameter {name}={raw!r} is not a {cast.__name__}."
+            ) from error
+
     if family == "logistic_regression":
         model = LogisticRegression(
-            C=float(params.get("C", 1.0)),
-            max_iter=int(params.get("max_iter", 1000)),
+            C=value("C", 1.0, float),
+            max_iter=value("max_iter", 1000, int),
             class_weight=class_weight,
             random_state=seed,
         )
@@ -69,16 +108,17 @@ def build_pipeline(params: dict[str, Any], seed: int) -> Pipeline:
     elif family == "hist_gradient_boosting":
         # Handles missing values natively: no imputer, so missingness itself can carry signal.
         model = HistGradientBoostingClassifier(
-            max_iter=int(params.get("max_iter", 200)),
-            learning_rate=float(params.get("learning_rate", 0.1)),
+            max_iter=value("max_iter", 200, int),
+            learning_rate=value("learning_rate", 0.1, float),
+            max_leaf_nodes=value("max_leaf_nodes", 31, int),
             class_weight=class_weight,
             random_state=seed,
         )
         steps = [("model", model)]
     elif family == "random_forest":
         model = RandomForestClassifier(
-            n_estimators=int(params.get("n_estimators", 200)),
-            min_samples_leaf=int(params.get("min_samples_leaf", 1)),
+            n_estimators=value("n_estimators", 200, int),
+            min_samples_leaf=value("min_samples_leaf", 1, int),
             class_weight=class_weight,
             random_state=seed,
             n_jobs=1,
@@ -89,7 +129,8 @@ def build_pipeline(params: dict[str, Any], seed: int) -> Pipeline:
         ]
     else:
         raise TrainingError(
-            f"Unknown model family {family!r}; choose one of {', '.join(MODEL_FAMILIES)}."
+            f"Unknown model family {family!r}; choose one of "
+            f"{', '.join((*MODEL_FAMILIES, AUTO_FAMILY))}."
         )
     return Pipeline(steps)
 
@@ -116,8 +157,70 @@ def split_holdout(
     return np.sort(train), np.sort(test), "random"
 
 
-def evaluate(y_true: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict[str, Any]:
-    predicted = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
+def window_select(occurred_at: np.ndarray, months: int | None) -> np.ndarray:
+    """Positions of the cases inside a training window of the last `months` months, counted
+    back from the newest dated case (not from today, so that a run can be repeated later).
+    Undated cases fall outside any window."""
+    if not months:
+        return np.arange(len(occurred_at))
+    dated = ~np.isnat(occurred_at)
+    if not dated.any():
+        raise TrainingError("A training window needs dated cases (occurred_at); none has a date.")
+    newest = occurred_at[dated].max().astype("datetime64[M]")
+    start = (newest - np.timedelta64(int(months) - 1, "M")).astype("datetime64[us]")
+    return np.flatnonzero(dated & (occurred_at >= start))
+
+
+def predict_proba_aligned(pipeline: Pipeline, X: np.ndarray, classes: list[str]) -> np.ndarray:
+    """Probabilities with one column per project class, zero for classes the model never saw."""
+    raw = pipeline.predict_proba(X)
+    aligned = np.zeros((X.shape[0], len(classes)))
+    for j, cls in enumerate(pipeline.classes_):
+        aligned[:, classes.index(cls)] = raw[:, j]
+    return aligned
+
+
+def _thin(*arrays: np.ndarray) -> list[list[float]]:
+    """At most CURVE_POINTS points of a curve, ends kept, as plain lists for JSON."""
+    n = len(arrays[0])
+    keep = np.unique(np.linspace(0, n - 1, min(n, CURVE_POINTS)).round().astype(int))
+    return [np.round(a[keep].astype(float), 5).tolist() for a in arrays]
+
+
+def curves(y_true: np.ndarray, proba: np.ndarray, classes: list[str], positive: int) -> dict:
+    """ROC, precision-recall and calibration of the positive class, for the run's charts."""
+    is_pos = np.asarray(y_true) == classes[positive]
+    scores = proba[:, positive]
+    if is_pos.all() or not is_pos.any():
+        return {}
+    fpr, tpr, _ = roc_curve(is_pos, scores)
+    precision, recall, _ = precision_recall_curve(is_pos, scores)
+    prob_true, prob_pred = calibration_curve(is_pos, scores, n_bins=CALIBRATION_BINS)
+    counts, _ = np.histogram(scores, bins=CALIBRATION_BINS, range=(0, 1))
+    roc_x, roc_y = _thin(fpr, tpr)
+    pr_x, pr_y = _thin(recall[::-1], precision[::-1])
+    return {
+        "class": classes[positive],
+        "roc": {"fpr": roc_x, "tpr": roc_y},
+        "pr": {"recall": pr_x, "precision": pr_y, "base_rate": float(is_pos.mean())},
+        "calibration": {
+            "predicted": np.round(prob_pred, 5).tolist(),
+            "observed": np.round(prob_true, 5).tolist(),
+            "bin_counts": counts.tolist(),
+        },
+    }
+
+
+def evaluate(
+    y_true: np.ndarray,
+    proba: np.ndarray,
+    classes: list[str],
+    objective: ObjectiveSpec | None = None,
+    threshold: float | None = None,
+) -> dict[str, Any]:
+    objective = objective or ObjectiveSpec()
+    positive = positive_index(objective, classes)
+    predicted = np.asarray(classes, dtype=object)[decide(proba, threshold, positive)]
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, predicted, labels=classes, zero_division=0
     )
@@ -128,6 +231,8 @@ def evaluate(y_true: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict[
             f1_score(y_true, predicted, labels=classes, average="macro", zero_division=0)
         ),
         "roc_auc": None,
+        "pr_auc": None,
+        "objective": objective_value(objective, y_true, proba, classes, threshold),
         "per_class": {
             cls: {
                 "precision": float(precision[i]),
@@ -148,16 +253,119 @@ def evaluate(y_true: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict[
             metrics["roc_auc"] = float(
                 roc_auc_score(y_true, proba, labels=classes, multi_class="ovr")
             )
+    is_pos = np.asarray(y_true) == classes[positive]
+    if is_pos.any() and not is_pos.all():
+        metrics["pr_auc"] = float(average_precision_score(is_pos, proba[:, positive]))
     return metrics
 
 
-def predict_proba_aligned(pipeline: Pipeline, X: np.ndarray, classes: list[str]) -> np.ndarray:
-    """Probabilities with one column per project class, zero for classes the model never saw."""
-    raw = pipeline.predict_proba(X)
-    aligned = np.zeros((X.shape[0], len(classes)))
-    for j, cls in enumerate(pipeline.classes_):
-        aligned[:, classes.index(cls)] = raw[:, j]
-    return aligned
+def month_slices(
+    occurred_at: np.ndarray,
+    y_true: np.ndarray,
+    proba: np.ndarray,
+    classes: list[str],
+    objective: ObjectiveSpec,
+    threshold: float | None,
+    source: str,
+) -> list[dict[str, Any]]:
+    """The objective per calendar month of the cases' dates (undated cases are left out)."""
+    dated = ~np.isnat(occurred_at)
+    if not dated.any():
+        return []
+    months = occurred_at[dated].astype("datetime64[M]")
+    rows = []
+    positive = classes[positive_index(objective, classes)]
+    for month in np.unique(months):
+        here = np.flatnonzero(dated)[months == month]
+        rows.append(
+            {
+                "period": str(month),
+                "n": len(here),
+                "positives": int(np.sum(y_true[here] == positive)),
+                "objective": objective_value(
+                    objective, y_true[here], proba[here], classes, threshold
+                ),
+                "source": source,
+            }
+        )
+    return rows
+
+
+def _cv_folds(y: np.ndarray, wanted: int) -> int:
+    _, counts = np.unique(y, return_counts=True)
+    return int(min(wanted, counts.min())) if len(counts) >= 2 else 0
+
+
+def _out_of_fold(
+    X: np.ndarray,
+    y: np.ndarray,
+    classes: list[str],
+    params: dict[str, Any],
+    seed: int,
+    family: str,
+    folds: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold probabilities and each case's fold number."""
+    proba = np.zeros((len(y), len(classes)))
+    fold_of = np.zeros(len(y), dtype=np.int64)
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for fold, (fit_i, held_i) in enumerate(splitter.split(X, y)):
+        if len(set(y[fit_i].tolist())) < 2:
+            raise TrainingError("A cross-validation fold holds only one class.")
+        model = build_pipeline(params, seed, family).fit(X[fit_i], y[fit_i])
+        proba[held_i] = predict_proba_aligned(model, X[held_i], classes)
+        fold_of[held_i] = fold
+    return proba, fold_of
+
+
+def cross_validate(
+    X: np.ndarray,
+    y: np.ndarray,
+    classes: list[str],
+    params: dict[str, Any],
+    seed: int,
+    objective: ObjectiveSpec,
+    families: tuple[str, ...],
+    report: Progress,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Cross-validate each candidate family on (a sample of) the training part.
+
+    Returns the summary (per family: the threshold chosen on its out-of-fold predictions and
+    the objective per fold) and the positions of the cases used.
+    """
+    folds = _cv_folds(y, int(params.get("cv_folds", DEFAULT_PARAMS["cv_folds"])))
+    limit = int(params.get("cv_max_cases", DEFAULT_PARAMS["cv_max_cases"]))
+    used = np.arange(len(y))
+    if len(y) > limit:
+        used, _ = train_test_split(used, train_size=limit, random_state=seed, stratify=y)
+        used = np.sort(used)
+        folds = _cv_folds(y[used], folds)
+    if folds < 2:
+        return {
+            "folds": 0,
+            "families": {},
+            "note": "too few cases of a class to cross-validate",
+        }, used
+    summary: dict[str, Any] = {"folds": folds, "n": len(used), "families": {}}
+    for i, family in enumerate(families):
+        report(25 + int(20 * i / len(families)), f"Cross-validating {family} ({folds} folds)")
+        proba, fold_of = _out_of_fold(X[used], y[used], classes, params, seed, family, folds)
+        threshold = threshold_choose(objective, y[used], proba, classes)
+        per_fold = [
+            objective_value(
+                objective, y[used][fold_of == f], proba[fold_of == f], classes, threshold
+            )
+            for f in range(folds)
+        ]
+        defined = [v for v in per_fold if v is not None]
+        summary["families"][family] = {
+            "threshold": threshold,
+            "per_fold": per_fold,
+            "mean": float(np.mean(defined)) if defined else None,
+            "std": float(np.std(defined)) if defined else None,
+            "_proba": proba,
+        }
+    return summary, used
 
 
 def train_and_evaluate(
@@ -168,8 +376,10 @@ def train_and_evaluate(
     params: dict[str, Any],
     seed: int,
     progress: Progress | None = None,
+    objective: ObjectiveSpec | None = None,
 ) -> TrainingResult:
     report = progress or (lambda percent, message: None)
+    objective = objective or ObjectiveSpec()
     if len(y) < MIN_LABELED_CASES:
         raise TrainingError(
             f"Only {len(y)} labeled cases; training needs at least {MIN_LABELED_CASES}."
@@ -183,18 +393,39 @@ def train_and_evaluate(
     train_index, test_index, split = split_holdout(occurred_at, y, test_fraction, seed)
     if len(set(y[train_index].tolist())) < 2:
         raise TrainingError("The training part of the split holds only one class.")
-    pipeline = build_pipeline(params, seed)
-    report(40, f"Training on {len(train_index)} cases")
-    pipeline.fit(X[train_index], y[train_index])
+    requested = params.get("model_family", DEFAULT_PARAMS["model_family"])
+    families = MODEL_FAMILIES if requested == AUTO_FAMILY else (requested,)
+    build_pipeline(params, seed, families[0])  # refuse bad parameters before any work
+    X_train, y_train = X[train_index], y[train_index]
+    cv, cv_used = cross_validate(
+        X_train, y_train, classes, params, seed, objective, families, report
+    )
+    family = families[0]
+    for candidate in families[1:]:
+        if better(
+            objective,
+            cv["families"].get(candidate, {}).get("mean"),
+            cv["families"].get(family, {}).get("mean"),
+        ):
+            family = candidate
+    chosen = cv["families"].get(family, {})
+    threshold = chosen.get("threshold")
+    pipeline = build_pipeline(params, seed, family)
+    report(50, f"Training {family} on {len(train_index)} cases")
+    pipeline.fit(X_train, y_train)
     report(70, f"Evaluating on {len(test_index)} held-out cases")
     proba = predict_proba_aligned(pipeline, X[test_index], classes)
-    metrics = evaluate(y[test_index], proba, classes)
+    metrics = evaluate(y[test_index], proba, classes, objective, threshold)
     metrics.update(
         {
             "split": split,
             "n_train": len(train_index),
             "n_test": len(test_index),
             "label_counts": {cls: int(np.sum(y == cls)) for cls in classes},
+            "model_family": family,
+            "threshold": threshold,
+            "cv_objective": chosen.get("mean"),
+            "cv_objective_std": chosen.get("std"),
         }
     )
     if split == "time":
@@ -202,10 +433,39 @@ def train_and_evaluate(
         test_times = test_times[~np.isnat(test_times)]
         if len(test_times):
             metrics["test_period"] = [str(test_times.min())[:10], str(test_times.max())[:10]]
+    positive = positive_index(objective, classes)
+    slices = []
+    if "_proba" in chosen:
+        slices += month_slices(
+            occurred_at[train_index][cv_used],
+            y_train[cv_used],
+            chosen["_proba"],
+            classes,
+            objective,
+            threshold,
+            "cross-validation",
+        )
+    slices += month_slices(
+        occurred_at[test_index], y[test_index], proba, classes, objective, threshold, "held-out"
+    )
+    for summary in cv["families"].values():
+        summary.pop("_proba", None)
+    evaluation = {
+        "objective": objective.to_dict(),
+        "objective_label": objective.describe(),
+        "greater_is_better": objective.greater_is_better,
+        "threshold": threshold,
+        "curves": curves(y[test_index], proba, classes, positive),
+        "slices": slices,
+        "cross_validation": cv,
+    }
     return TrainingResult(
         pipeline=pipeline,
         classes=classes,
         metrics=metrics,
+        evaluation=evaluation,
+        threshold=threshold,
+        model_family=family,
         train_index=train_index,
         test_index=test_index,
     )

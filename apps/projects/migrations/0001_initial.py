@@ -6,7 +6,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -15,52 +14,135 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Project',
+            name="Project",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('description', models.TextField(blank=True)),
-                ('classes', models.JSONField(help_text='Label classes in the order of their number keys.')),
-                ('show_predictions', models.BooleanField(default=False, help_text="Show the model's prediction while labeling. Off by default to avoid anchoring.")),
-                ('auto_retrain', models.BooleanField(default=True)),
-                ('retrain_min_new_labels', models.PositiveIntegerField(default=20, help_text='Retrain as soon as this many labels changed since the last run.')),
-                ('retrain_quiet_seconds', models.PositiveIntegerField(default=60, help_text='Or retrain once labeling has been quiet this long.')),
-                ('labels_version', models.PositiveBigIntegerField(default=0)),
-                ('last_labeled_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                ("description", models.TextField(blank=True)),
+                (
+                    "classes",
+                    models.JSONField(help_text="Label classes in the order of their number keys."),
+                ),
+                (
+                    "show_predictions",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Show the model's prediction while labeling. Off by default to avoid anchoring.",
+                    ),
+                ),
+                ("auto_retrain", models.BooleanField(default=True)),
+                (
+                    "retrain_min_new_labels",
+                    models.PositiveIntegerField(
+                        default=20,
+                        help_text="Retrain as soon as this many labels changed since the last run.",
+                    ),
+                ),
+                (
+                    "retrain_quiet_seconds",
+                    models.PositiveIntegerField(
+                        default=60, help_text="Or retrain once labeling has been quiet this long."
+                    ),
+                ),
+                ("labels_version", models.PositiveBigIntegerField(default=0)),
+                ("last_labeled_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name', 'id'],
+                "ordering": ["name", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Membership',
+            name="Membership",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('role', models.CharField(choices=[('clinician', 'Clinician'), ('reviewer', 'Reviewer (SME)'), ('data_scientist', 'Data scientist'), ('admin', 'Admin')], max_length=20)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to=settings.AUTH_USER_MODEL)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to='projects.project')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[
+                            ("clinician", "Clinician"),
+                            ("reviewer", "Reviewer (SME)"),
+                            ("data_scientist", "Data scientist"),
+                            ("admin", "Admin"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="memberships",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="memberships",
+                        to="projects.project",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('project', 'user'), name='membership_unique_user')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("project", "user"), name="membership_unique_user"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Feature',
+            name="Feature",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100)),
-                ('position', models.PositiveIntegerField()),
-                ('unit', models.CharField(blank=True, max_length=40)),
-                ('group', models.CharField(blank=True, max_length=60)),
-                ('description', models.CharField(blank=True, max_length=300)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='features', to='projects.project')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100)),
+                ("position", models.PositiveIntegerField()),
+                ("unit", models.CharField(blank=True, max_length=40)),
+                ("group", models.CharField(blank=True, max_length=60)),
+                ("description", models.CharField(blank=True, max_length=300)),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="features",
+                        to="projects.project",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['project', 'position'],
-                'constraints': [models.UniqueConstraint(fields=('project', 'name'), name='feature_unique_name'), models.UniqueConstraint(fields=('project', 'position'), name='feature_unique_position')],
+                "ordering": ["project", "position"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("project", "name"), name="feature_unique_name"),
+                    models.UniqueConstraint(
+                        fields=("project", "position"), name="feature_unique_position"
+                    ),
+                ],
             },
         ),
     ]
