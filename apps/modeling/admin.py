@@ -1,8 +1,21 @@
-"""Training runs and model versions in the admin: browsable, never editable."""
+"""Training runs, model versions and deployments in the admin: browsable, never editable.
 
-from django.contrib import admin
+A data scientist deploys or rolls back a version with the version list's actions (retrain is
+an action of the project list)."""
 
-from apps.modeling.models import ModelVersion, TrainingRun
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+
+from apps.modeling.models import (
+    Deployment,
+    ModelVersion,
+    MonitoringReport,
+    Objective,
+    TrainingConfig,
+    TrainingRun,
+)
+from apps.modeling.services import model_version_deploy, model_version_rollback
+from apps.projects.models import ROLE_RANK, Role
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -24,6 +37,13 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+def _is_data_scientist(request, project_id: int) -> bool:
+    if request.user.is_superuser:
+        return True
+    role = request.user.memberships.filter(project_id=project_id).values_list("role", flat=True)
+    return bool(role) and ROLE_RANK[role[0]] >= ROLE_RANK[Role.DATA_SCIENTIST]
+
+
 @admin.register(TrainingRun)
 class TrainingRunAdmin(ReadOnlyAdmin):
     list_display = ["id", "project", "status", "trigger", "progress", "created_at", "finished_at"]
@@ -33,10 +53,95 @@ class TrainingRunAdmin(ReadOnlyAdmin):
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(ReadOnlyAdmin):
-    list_display = ["project", "number", "model_family", "accuracy", "created_at"]
+    list_display = [
+        "project",
+        "number",
+        "model_family",
+        "objective",
+        "objective_value",
+        "created_at",
+    ]
+    list_filter = ["project", "model_family"]
+    actions = ["deploy", "rollback"]
+
+    def _one(self, request, queryset) -> ModelVersion | None:
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one version.", messages.ERROR)
+            return None
+        version = queryset.select_related("project").get()
+        if not _is_data_scientist(request, version.project_id):
+            self.message_user(
+                request,
+                f"{version.project}: deploying needs the data scientist role in the project.",
+                messages.ERROR,
+            )
+            return None
+        return version
+
+    @admin.action(description="Deploy the selected version to production")
+    def deploy(self, request, queryset) -> None:
+        version = self._one(request, queryset)
+        if version is None:
+            return
+        try:
+            model_version_deploy(version=version, deployed_by=request.user, note="From the admin")
+        except ValidationError as error:
+            self.message_user(request, " ".join(error.messages), messages.ERROR)
+            return
+        self.message_user(request, f"{version.project}: version {version.number} deployed.")
+
+    @admin.action(description="Roll back production to the selected (earlier) version")
+    def rollback(self, request, queryset) -> None:
+        version = self._one(request, queryset)
+        if version is None:
+            return
+        try:
+            model_version_rollback(
+                project=version.project,
+                deployed_by=request.user,
+                to_version=version,
+                note="Rolled back from the admin",
+            )
+        except ValidationError as error:
+            self.message_user(request, " ".join(error.messages), messages.ERROR)
+            return
+        self.message_user(request, f"{version.project}: rolled back to version {version.number}.")
+
+
+@admin.register(Deployment)
+class DeploymentAdmin(ReadOnlyAdmin):
+    list_display = [
+        "project",
+        "model_version",
+        "action",
+        "deployed_by",
+        "created_at",
+        "scores_applied_at",
+    ]
+    list_filter = ["project", "action"]
+
+
+@admin.register(Objective)
+class ObjectiveAdmin(ReadOnlyAdmin):
+    list_display = ["project", "__str__", "changed_by", "created_at", "note"]
+    list_filter = ["project", "metric"]
+
+
+@admin.register(TrainingConfig)
+class TrainingConfigAdmin(ReadOnlyAdmin):
+    list_display = [
+        "project",
+        "model_family",
+        "class_weight",
+        "window_months",
+        "seed",
+        "changed_by",
+        "created_at",
+    ]
     list_filter = ["project", "model_family"]
 
-    @admin.display(description="accuracy")
-    def accuracy(self, obj: ModelVersion) -> str:
-        value = obj.metrics.get("accuracy")
-        return "—" if value is None else f"{value:.3f}"
+
+@admin.register(MonitoringReport)
+class MonitoringReportAdmin(ReadOnlyAdmin):
+    list_display = ["project", "model_version", "created_at"]
+    list_filter = ["project"]

@@ -197,7 +197,7 @@ class ModelVersion(models.Model):
         TrainingRun, on_delete=models.PROTECT, related_name="model_version"
     )
     number = models.PositiveIntegerField()
-    model_family = models.CharField(max_length=60)
+    model_family = models.CharField(max_length=60, choices=ModelFamily.choices)
     file_path = models.CharField(max_length=500)
     file_sha256 = models.CharField(max_length=64)
     metrics = models.JSONField(default=dict)

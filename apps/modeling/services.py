@@ -36,8 +36,10 @@ from apps.modeling.ml.monitoring import (
 from apps.modeling.ml.objectives import (
     ObjectiveError,
     ObjectiveSpec,
+    better,
     decide,
     objective_check,
+    objective_value,
     positive_index,
 )
 from apps.modeling.ml.persistence import UntrustedModelFile, file_sha256, model_load, model_save
@@ -1005,4 +1007,116 @@ def training_config_change(
         cv_folds=int(cv_folds),
         note=note[:300],
         changed_by=changed_by,
+    )
+
+
+def training_run_reproduce_request(*, run: TrainingRun) -> None:
+    """Ask the worker to reproduce a run; the run page shows the outcome."""
+    if (
+        run.status != RunStatus.SUCCEEDED
+        or not ModelVersion.objects.filter(training_run=run).exists()
+    ):
+        raise ValidationError(f"Run {run.pk} has no model version to reproduce.")
+    TrainingRun.objects.filter(pk=run.pk).update(
+        reproduction={"status": "running", "requested_at": timezone.now().isoformat()}
+    )
+    transaction.on_commit(lambda: _enqueue("modeling.reproduce_run", run.pk))
+
+
+# ---------------------------------------------------------------------------------------------
+# Two versions side by side.
+
+
+def _out_of_sample_cases(
+    a: ModelVersion, b: ModelVersion
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """Labeled cases neither version trained on: dated after both training periods ended.
+    Returns (case ids, current labels, dates, a description)."""
+    ends = [(v.metrics.get("train_period") or [None, None])[1] for v in (a, b)]
+    if None in ends:
+        return np.empty(0, np.int64), np.empty(0, object), np.empty(0, "datetime64[us]"), ""
+    cutoff = max(ends)
+    rows = list(
+        Case.objects.filter(project_id=a.project_id, occurred_at__gt=cutoff + "T23:59:59Z")
+        .exclude(current_label="")
+        .order_by("id")
+        .values_list("id", "current_label", "occurred_at")
+    )
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    labels = np.array([r[1] for r in rows], dtype=object)
+    when = np.array([r[2].replace(tzinfo=None) for r in rows], dtype="datetime64[us]")
+    return ids, labels, when, f"labeled cases dated after {cutoff}"
+
+
+def model_versions_compare(
+    *, a: ModelVersion, b: ModelVersion, objective: Objective
+) -> dict[str, Any]:
+    """Both versions under the project's objective now, on the same cases where there are
+    some that neither trained on, plus what each recorded when it was trained."""
+    spec = objective.spec()
+    classes = list(a.project.classes)
+    ids, labels, when, described = _out_of_sample_cases(a, b)
+    common: dict[str, Any] | None = None
+    slices: list[list[dict]] = [[], []]
+    if len(ids):
+        values = []
+        for n, version in enumerate((a, b)):
+            case_ids, proba = version_predictions_load(version)
+            position = np.searchsorted(case_ids, ids)
+            here = proba[np.minimum(position, len(case_ids) - 1)]
+            threshold = threshold_for(version, spec)
+            values.append(objective_value(spec, labels, here, classes, threshold))
+            slices[n] = month_slices(
+                when, labels, here, classes, spec, threshold, f"v{version.number}"
+            )
+        common = {
+            "cases": len(ids),
+            "described": described,
+            "a": values[0],
+            "b": values[1],
+            "better": "a"
+            if better(spec, values[0], values[1])
+            else "b"
+            if better(spec, values[1], values[0])
+            else None,
+        }
+    rows = []
+
+    def metric(version: ModelVersion, key: str) -> Any:
+        return version.metrics.get(key)
+
+    for label, key in (
+        ("Accuracy", "accuracy"),
+        ("Balanced accuracy", "balanced_accuracy"),
+        ("ROC AUC", "roc_auc"),
+        ("PR AUC", "pr_auc"),
+        ("Macro F1", "macro_f1"),
+        ("Cross-validated objective", "cv_objective"),
+    ):
+        rows.append({"label": label, "a": metric(a, key), "b": metric(b, key), "number": True})
+    for label, getter in (
+        ("Chosen under", lambda v: str(v.objective) if v.objective_id else "Accuracy (default)"),
+        ("Its objective on its held-out cases", lambda v: v.objective_value),
+        ("Model family", lambda v: v.model_family),
+        ("Decision threshold", lambda v: v.threshold),
+        ("Trained on", lambda v: v.metrics.get("n_train")),
+        ("Held-out cases", lambda v: v.metrics.get("n_test")),
+        ("Held-out period", lambda v: " – ".join(v.metrics.get("test_period") or []) or "—"),
+        ("Training window", lambda v: (v.metrics.get("window") or {}).get("months") or "all data"),
+        ("Features", lambda v: len(v.training_run.feature_names)),
+        ("Seed", lambda v: v.training_run.seed),
+    ):
+        va, vb = getter(a), getter(b)
+        rows.append({"label": label, "a": va, "b": vb, "number": isinstance(va, float)})
+    return {"common": common, "rows": rows, "slices": slices}
+
+
+def threshold_for(version: ModelVersion, spec: ObjectiveSpec) -> float | None:
+    """A version's threshold serves its own objective; under another objective the fair
+    comparison is the most probable class."""
+    same = version.objective_id and version.objective.spec() == spec
+    return (
+        version.threshold
+        if same or (not version.objective_id and spec.metric == "accuracy")
+        else None
     )

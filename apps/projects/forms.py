@@ -57,6 +57,34 @@ class ProjectSettingsForm(forms.Form):
     retrain_quiet_seconds = forms.IntegerField(
         min_value=0, label="…or after this many seconds without new labels"
     )
+    auto_deploy = forms.BooleanField(
+        required=False,
+        label="Deploy every new model version automatically",
+        help_text="Off: only the project's first version is deployed by itself; later ones wait "
+        "for a data scientist on the Models page.",
+    )
+    alert_min_class_share = forms.FloatField(
+        required=False,
+        min_value=0,
+        max_value=0.5,
+        label="Alert when a class has less than this share of labels",
+    )
+    alert_stale_margin = forms.FloatField(
+        required=False,
+        min_value=0,
+        max_value=1,
+        label="Alert when the objective on recent months is worse by more than",
+    )
+    alert_psi_threshold = forms.FloatField(
+        required=False,
+        min_value=0.01,
+        max_value=10,
+        label="Alert when a feature's population stability index passes",
+        help_text="Below 0.1 stable, 0.1–0.25 moderate shift, above 0.25 a major shift.",
+    )
+    alert_recent_months = forms.IntegerField(
+        required=False, min_value=1, max_value=24, label="Months that count as recent"
+    )
 
 
 class MembershipForm(forms.Form):

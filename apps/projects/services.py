@@ -132,19 +132,39 @@ def project_settings_update(
     auto_retrain: bool,
     retrain_min_new_labels: int,
     retrain_quiet_seconds: int,
+    auto_deploy: bool | None = None,
+    alert_min_class_share: float | None = None,
+    alert_stale_margin: float | None = None,
+    alert_psi_threshold: float | None = None,
+    alert_recent_months: int | None = None,
 ) -> Project:
+    """Change a project's labeling, retraining, deployment and alert settings (`None` keeps a
+    setting as it is)."""
     if retrain_min_new_labels < 1:
         raise ValidationError({"retrain_min_new_labels": "Must be at least 1."})
+    optional = {
+        "auto_deploy": auto_deploy,
+        "alert_min_class_share": alert_min_class_share,
+        "alert_stale_margin": alert_stale_margin,
+        "alert_psi_threshold": alert_psi_threshold,
+        "alert_recent_months": alert_recent_months,
+    }
+    if alert_recent_months is not None and alert_recent_months < 1:
+        raise ValidationError({"alert_recent_months": "At least one month counts as recent."})
     project.show_predictions = show_predictions
     project.auto_retrain = auto_retrain
     project.retrain_min_new_labels = retrain_min_new_labels
     project.retrain_quiet_seconds = retrain_quiet_seconds
+    for name, value in optional.items():
+        if value is not None:
+            setattr(project, name, value)
     project.save(
         update_fields=[
             "show_predictions",
             "auto_retrain",
             "retrain_min_new_labels",
             "retrain_quiet_seconds",
+            *(name for name, value in optional.items() if value is not None),
         ]
     )
     return project

@@ -56,6 +56,11 @@ def project_settings(request: HttpRequest, project_id: int) -> HttpResponse:
         "auto_retrain": project.auto_retrain,
         "retrain_min_new_labels": project.retrain_min_new_labels,
         "retrain_quiet_seconds": project.retrain_quiet_seconds,
+        "auto_deploy": project.auto_deploy,
+        "alert_min_class_share": project.alert_min_class_share,
+        "alert_stale_margin": project.alert_stale_margin,
+        "alert_psi_threshold": project.alert_psi_threshold,
+        "alert_recent_months": project.alert_recent_months,
     }
     form = ProjectSettingsForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():

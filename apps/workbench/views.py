@@ -6,6 +6,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from apps.labeling.selectors import case_totals, label_counts_by_clinician, label_progress
+from apps.modeling.selectors import project_alerts
 from apps.modeling.views import runs_panel_context
 from apps.projects.models import Role
 from apps.projects.selectors import project_features, project_get_for_user, project_list_for_user
@@ -32,6 +33,8 @@ def project_page(request: HttpRequest, project_id: int) -> HttpResponse:
         "progress": label_progress(project=access.project, user=request.user),
         "clinicians": label_counts_by_clinician(project=access.project),
         "features": project_features(project=access.project),
+        # Alerts call for reviewers' and data scientists' actions; clinicians just label.
+        "alerts": project_alerts(project=access.project) if access.can_review else [],
     }
     template = "workbench/project.html"
     if request.htmx and request.GET.get("fragment") == "progress":

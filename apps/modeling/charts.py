@@ -1,0 +1,231 @@
+"""Small SVG charts for the run and comparison pages, drawn on the server.
+
+Inline SVG needs no JavaScript, prints, and passes a strict Content Security Policy; the few
+chart kinds a run page needs (curves, a reliability diagram, the objective per month) are a
+polyline each. A charting library would bring a JavaScript bundle for the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from html import escape
+
+from django.utils.safestring import SafeString, mark_safe
+
+WIDTH, HEIGHT = 360, 260
+LEFT, RIGHT, TOP, BOTTOM = 46, 12, 14, 40
+PALETTE = ("#0f6e7a", "#c2410c", "#6d28d9", "#15803d")
+
+
+@dataclass
+class Series:
+    name: str
+    xs: Sequence[float]
+    ys: Sequence[float | None]
+    color: str = ""
+    dashed: bool = False
+    points: bool = False
+    labels: list[str] = field(default_factory=list)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.2f}".rstrip("0").rstrip(".") if value != int(value) else str(int(value))
+
+
+def line_chart(
+    series: list[Series],
+    *,
+    title: str,
+    x_label: str,
+    y_label: str,
+    x_range: tuple[float, float] = (0.0, 1.0),
+    y_range: tuple[float, float] = (0.0, 1.0),
+    diagonal: bool = False,
+    x_ticks: list[tuple[float, str]] | None = None,
+) -> SafeString:
+    """A chart of lines in the unit square (or the given ranges), with a legend."""
+    x0, x1 = x_range
+    y0, y1 = y_range
+    span_x = (x1 - x0) or 1.0
+    span_y = (y1 - y0) or 1.0
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+
+    def px(x: float) -> float:
+        return LEFT + (x - x0) / span_x * plot_w
+
+    def py(y: float) -> float:
+        return TOP + (1 - (y - y0) / span_y) * plot_h
+
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+        f'aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">',
+        f"<title>{escape(title)}</title>",
+        f'<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" class="plot"/>',
+    ]
+    for i in range(5):
+        value = y0 + span_y * i / 4
+        y = py(value)
+        parts.append(
+            f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
+        )
+        parts.append(
+            f'<text x="{LEFT - 5}" y="{y + 4:.1f}" class="tick" text-anchor="end">'
+            f"{_fmt(value)}</text>"
+        )
+    ticks = x_ticks or [(x0 + span_x * i / 4, _fmt(x0 + span_x * i / 4)) for i in range(5)]
+    for value, text in ticks:
+        x = px(value)
+        parts.append(
+            f'<text x="{x:.1f}" y="{TOP + plot_h + 14}" class="tick" text-anchor="middle">'
+            f"{escape(text)}</text>"
+        )
+    if diagonal:
+        parts.append(
+            f'<line x1="{px(x0):.1f}" y1="{py(y0):.1f}" x2="{px(x1):.1f}" y2="{py(y1):.1f}" '
+            'class="diagonal"/>'
+        )
+    for n, s in enumerate(series):
+        color = s.color or PALETTE[n % len(PALETTE)]
+        segments: list[list[str]] = [[]]
+        for x, y in zip(s.xs, s.ys, strict=False):
+            if y is None:
+                segments.append([])
+                continue
+            segments[-1].append(f"{px(x):.1f},{py(y):.1f}")
+        dash = ' stroke-dasharray="5 4"' if s.dashed else ""
+        for points in segments:
+            if len(points) > 1:
+                parts.append(
+                    f'<polyline points="{" ".join(points)}" fill="none" stroke="{color}" '
+                    f'stroke-width="2"{dash}/>'
+                )
+        if s.points:
+            for i, (x, y) in enumerate(zip(s.xs, s.ys, strict=False)):
+                if y is None:
+                    continue
+                label = s.labels[i] if i < len(s.labels) else f"{_fmt(y)}"
+                parts.append(
+                    f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3" fill="{color}">'
+                    f"<title>{escape(s.name)}: {escape(label)}</title></circle>"
+                )
+    parts.append(
+        f'<text x="{LEFT + plot_w / 2:.1f}" y="{HEIGHT - 6}" class="axis" text-anchor="middle">'
+        f"{escape(x_label)}</text>"
+    )
+    parts.append(
+        f'<text x="12" y="{TOP + plot_h / 2:.1f}" class="axis" text-anchor="middle" '
+        f'transform="rotate(-90 12 {TOP + plot_h / 2:.1f})">{escape(y_label)}</text>'
+    )
+    legend_y = TOP + 12
+    for n, s in enumerate(series):
+        color = s.color or PALETTE[n % len(PALETTE)]
+        y = legend_y + 14 * n
+        dash = ' stroke-dasharray="5 4"' if s.dashed else ""
+        parts.append(
+            f'<line x1="{LEFT + plot_w - 110}" x2="{LEFT + plot_w - 94}" y1="{y - 4}" '
+            f'y2="{y - 4}" stroke="{color}" stroke-width="2"{dash}/>'
+            f'<text x="{LEFT + plot_w - 90}" y="{y}" class="legend">{escape(s.name)}</text>'
+        )
+    parts.append("</svg>")
+    return mark_safe("".join(parts))
+
+
+def roc_chart(
+    curves: dict, extra: dict | None = None, names: tuple[str, str] = ("", "")
+) -> SafeString:
+    series = [Series(names[0] or "ROC", curves["roc"]["fpr"], curves["roc"]["tpr"])]
+    if extra:
+        series.append(Series(names[1], extra["roc"]["fpr"], extra["roc"]["tpr"], dashed=True))
+    return line_chart(
+        series,
+        title=f"ROC curve of {curves['class']}",
+        x_label="False positive rate",
+        y_label="True positive rate",
+        diagonal=True,
+    )
+
+
+def pr_chart(
+    curves: dict, extra: dict | None = None, names: tuple[str, str] = ("", "")
+) -> SafeString:
+    base = curves["pr"]["base_rate"]
+    series = [
+        Series(names[0] or "Precision", curves["pr"]["recall"], curves["pr"]["precision"]),
+        Series("Base rate", [0, 1], [base, base], color="#98a2b3", dashed=True),
+    ]
+    if extra:
+        series.insert(
+            1, Series(names[1], extra["pr"]["recall"], extra["pr"]["precision"], dashed=True)
+        )
+    return line_chart(
+        series,
+        title=f"Precision-recall curve of {curves['class']}",
+        x_label="Recall",
+        y_label="Precision",
+    )
+
+
+def calibration_chart(curves: dict) -> SafeString:
+    cal = curves["calibration"]
+    return line_chart(
+        [
+            Series(
+                "Observed",
+                cal["predicted"],
+                cal["observed"],
+                points=True,
+                labels=[
+                    f"predicted {p:.2f}, observed {o:.2f}"
+                    for p, o in zip(cal["predicted"], cal["observed"], strict=True)
+                ],
+            )
+        ],
+        title=f"Calibration of P({curves['class']})",
+        x_label="Predicted probability",
+        y_label="Observed share",
+        diagonal=True,
+    )
+
+
+def slices_chart(
+    slice_sets: list[tuple[str, list[dict]]], objective_label: str
+) -> SafeString | None:
+    """The objective per month; one line per source (cross-validation, held-out, since
+    training) or per model version when comparing."""
+    periods = sorted({s["period"] for _, rows in slice_sets for s in rows})
+    values = [s["objective"] for _, rows in slice_sets for s in rows if s["objective"] is not None]
+    if not periods or not values:
+        return None
+    index = {p: i for i, p in enumerate(periods)}
+    low, high = min(values), max(values)
+    pad = max(0.02, (high - low) * 0.15)
+    y_range = (max(0.0, low - pad), min(1.0, high + pad)) if high <= 1 else (low - pad, high + pad)
+    series = []
+    for name, rows in slice_sets:
+        rows = sorted(rows, key=lambda s: s["period"])
+        series.append(
+            Series(
+                name,
+                [index[s["period"]] for s in rows],
+                [s["objective"] for s in rows],
+                points=True,
+                labels=[
+                    f"{s['period']}: {s['objective']:.3f} on {s['n']} cases"
+                    if s["objective"] is not None
+                    else ""
+                    for s in rows
+                ],
+            )
+        )
+    step = max(1, len(periods) // 6)
+    ticks = [(i, periods[i]) for i in range(0, len(periods), step)]
+    return line_chart(
+        series,
+        title=f"{objective_label} per month",
+        x_label="Month of the cases",
+        y_label=objective_label[:28],
+        x_range=(0, max(1, len(periods) - 1)),
+        y_range=y_range,
+        x_ticks=ticks,
+    )
