@@ -2,7 +2,15 @@
 
 from rest_framework import serializers
 
-from apps.modeling.models import ModelVersion, TrainingRun
+from apps.modeling.models import (
+    Deployment,
+    ModelFamily,
+    ModelVersion,
+    Objective,
+    ObjectiveMetric,
+    TrainingConfig,
+    TrainingRun,
+)
 from apps.projects.models import Role
 
 
@@ -194,6 +202,9 @@ class TrainingRunOut(serializers.ModelSerializer):
             "code_version",
             "library_versions",
             "metrics",
+            "objective",
+            "training_config",
+            "reproduction",
             "created_at",
             "started_at",
             "finished_at",
@@ -206,6 +217,9 @@ class TrainingRunOut(serializers.ModelSerializer):
 
 
 class ModelVersionOut(serializers.ModelSerializer):
+    objective = serializers.SerializerMethodField()
+    in_production = serializers.SerializerMethodField()
+
     class Meta:
         model = ModelVersion
         fields = [
@@ -215,6 +229,140 @@ class ModelVersionOut(serializers.ModelSerializer):
             "training_run",
             "model_family",
             "file_sha256",
+            "objective",
+            "objective_value",
+            "threshold",
+            "positive_class",
             "metrics",
+            "in_production",
             "created_at",
         ]
+
+    def get_objective(self, version: ModelVersion) -> str | None:
+        return str(version.objective) if version.objective_id else None
+
+    def get_in_production(self, version: ModelVersion) -> bool:
+        return version.pk == self.context.get("production_id")
+
+
+class ModelVersionDetailOut(ModelVersionOut):
+    class Meta(ModelVersionOut.Meta):
+        fields = [*ModelVersionOut.Meta.fields, "evaluation"]
+
+
+class ObjectiveIn(serializers.Serializer):
+    metric = serializers.ChoiceField(choices=ObjectiveMetric.choices)
+    positive_class = serializers.CharField(required=False, allow_blank=True, default="")
+    beta = serializers.FloatField(required=False, default=1.0)
+    min_precision = serializers.FloatField(required=False, default=0.8)
+    k = serializers.IntegerField(required=False, default=100, min_value=1)
+    cost_matrix = serializers.ListField(
+        child=serializers.ListField(child=serializers.FloatField()), required=False, default=list
+    )
+    note = serializers.CharField(required=False, allow_blank=True, default="", max_length=300)
+
+
+class ObjectiveOut(serializers.ModelSerializer):
+    changed_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    description = serializers.CharField(source="__str__", read_only=True)
+
+    class Meta:
+        model = Objective
+        fields = [
+            "id",
+            "metric",
+            "description",
+            "positive_class",
+            "beta",
+            "min_precision",
+            "k",
+            "cost_matrix",
+            "note",
+            "changed_by",
+            "created_at",
+        ]
+
+
+class TrainingConfigIn(serializers.Serializer):
+    model_family = serializers.ChoiceField(choices=ModelFamily.choices)
+    class_weight = serializers.ChoiceField(
+        choices=[("", "none"), ("balanced", "balanced")], required=False, default=""
+    )
+    window_months = serializers.IntegerField(required=False, allow_null=True, default=None)
+    features = serializers.ListField(child=serializers.CharField(), required=False, default=list)
+    hyperparameters = serializers.DictField(required=False, default=dict)
+    seed = serializers.IntegerField(required=False, default=0, min_value=0)
+    test_fraction = serializers.FloatField(required=False, default=0.2)
+    cv_folds = serializers.IntegerField(required=False, default=5)
+    note = serializers.CharField(required=False, allow_blank=True, default="", max_length=300)
+
+
+class TrainingConfigOut(serializers.ModelSerializer):
+    changed_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = TrainingConfig
+        fields = [
+            "id",
+            "model_family",
+            "class_weight",
+            "window_months",
+            "features",
+            "hyperparameters",
+            "seed",
+            "test_fraction",
+            "cv_folds",
+            "note",
+            "changed_by",
+            "created_at",
+        ]
+
+
+class DeploymentOut(serializers.ModelSerializer):
+    model_version = serializers.IntegerField(source="model_version.number")
+    deployed_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = Deployment
+        fields = [
+            "id",
+            "model_version",
+            "action",
+            "note",
+            "deployed_by",
+            "created_at",
+            "scores_applied_at",
+        ]
+
+
+class DeployIn(serializers.Serializer):
+    note = serializers.CharField(required=False, allow_blank=True, default="", max_length=300)
+
+
+class RollbackIn(DeployIn):
+    to_version = serializers.IntegerField(required=False, allow_null=True, default=None)
+
+
+class PredictIn(serializers.Serializer):
+    case_ids = serializers.ListField(child=serializers.IntegerField(), required=False)
+    cases = serializers.ListField(child=serializers.DictField(), required=False)
+
+
+class PredictionOut(serializers.Serializer):
+    case_id = serializers.IntegerField(required=False)
+    predicted_label = serializers.CharField()
+    probabilities = serializers.DictField(child=serializers.FloatField())
+
+
+class PredictOut(serializers.Serializer):
+    model_version = serializers.IntegerField()
+    deployment = serializers.IntegerField()
+    predictions = PredictionOut(many=True)
+
+
+class AlertOut(serializers.Serializer):
+    kind = serializers.CharField()
+    severity = serializers.CharField()
+    title = serializers.CharField()
+    figure = serializers.CharField()
+    action = serializers.CharField()

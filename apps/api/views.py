@@ -24,6 +24,7 @@ from apps.labeling import services as labeling_services
 from apps.modeling import selectors as modeling_selectors
 from apps.modeling import services as modeling_services
 from apps.modeling.models import RunTrigger, TrainingRun
+from apps.modeling.serving import NoProductionModel, predict
 from apps.projects import services as project_services
 from apps.projects.models import Membership, Project, Role
 from apps.projects.selectors import (
@@ -352,9 +353,168 @@ class TrainingRunDetailApi(APIView):
         return Response(s.TrainingRunOut(run).data)
 
 
+def _production_id(project: Project) -> int | None:
+    deployment = modeling_selectors.deployment_current(project=project)
+    return deployment.model_version_id if deployment else None
+
+
 class ModelVersionListApi(APIView):
     @extend_schema(responses=s.ModelVersionOut(many=True))
     def get(self, request: Request, project_id: int) -> Response:
         access = project_get_for_user(user=request.user, project_id=project_id)
         versions = modeling_selectors.model_version_list(project=access.project)
-        return Response(s.ModelVersionOut(versions, many=True).data)
+        context = {"production_id": _production_id(access.project)}
+        return Response(s.ModelVersionOut(versions, many=True, context=context).data)
+
+
+def _version_or_404(project: Project, number: int):
+    version = modeling_selectors.model_version_get(project=project, number=number)
+    if version is None:
+        raise Http404("No such model version in this project")
+    return version
+
+
+class ModelVersionDetailApi(APIView):
+    @extend_schema(responses=s.ModelVersionDetailOut)
+    def get(self, request: Request, project_id: int, number: int) -> Response:
+        access = project_get_for_user(user=request.user, project_id=project_id)
+        version = _version_or_404(access.project, number)
+        context = {"production_id": _production_id(access.project)}
+        return Response(s.ModelVersionDetailOut(version, context=context).data)
+
+
+class ModelVersionDeployApi(APIView):
+    @extend_schema(request=s.DeployIn, responses={201: s.DeploymentOut})
+    def post(self, request: Request, project_id: int, number: int) -> Response:
+        access = project_get_for_user(
+            user=request.user, project_id=project_id, role=Role.DATA_SCIENTIST
+        )
+        version = _version_or_404(access.project, number)
+        data = s.DeployIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        deployment = modeling_services.model_version_deploy(
+            version=version, deployed_by=request.user, note=data.validated_data["note"]
+        )
+        return Response(s.DeploymentOut(deployment).data, status=status.HTTP_201_CREATED)
+
+
+class RollbackApi(APIView):
+    @extend_schema(request=s.RollbackIn, responses={201: s.DeploymentOut})
+    def post(self, request: Request, project_id: int) -> Response:
+        """Back to the version that served before the current one, or to `to_version`."""
+        access = project_get_for_user(
+            user=request.user, project_id=project_id, role=Role.DATA_SCIENTIST
+        )
+        data = s.RollbackIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        number = data.validated_data["to_version"]
+        deployment = modeling_services.model_version_rollback(
+            project=access.project,
+            deployed_by=request.user,
+            to_version=_version_or_404(access.project, number) if number else None,
+            note=data.validated_data["note"],
+        )
+        return Response(s.DeploymentOut(deployment).data, status=status.HTTP_201_CREATED)
+
+
+class DeploymentListApi(APIView):
+    @extend_schema(responses=s.DeploymentOut(many=True))
+    def get(self, request: Request, project_id: int) -> Response:
+        access = project_get_for_user(user=request.user, project_id=project_id)
+        deployments = modeling_selectors.deployment_history(project=access.project)[:100]
+        return Response(s.DeploymentOut(deployments, many=True).data)
+
+
+class PredictApi(APIView):
+    @extend_schema(
+        request=s.PredictIn,
+        responses={200: s.PredictOut, 409: OpenApiResponse(description="No model in production")},
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        """Predict stored cases (`case_ids`) or new ones (`cases`: feature values by name) with
+        the production model. The answer names the version that made every prediction in it."""
+        access = project_get_for_user(user=request.user, project_id=project_id)
+        data = s.PredictIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            answer = predict(
+                project=access.project,
+                case_ids=data.validated_data.get("case_ids"),
+                rows=data.validated_data.get("cases"),
+            )
+        except NoProductionModel as error:
+            return Response({"detail": str(error), "errors": {}}, status=status.HTTP_409_CONFLICT)
+        return Response(
+            {
+                "model_version": answer.version.number,
+                "deployment": answer.deployment.pk,
+                "predictions": answer.rows,
+            }
+        )
+
+
+class ObjectiveApi(APIView):
+    @extend_schema(responses=s.ObjectiveOut)
+    def get(self, request: Request, project_id: int) -> Response:
+        access = project_get_for_user(user=request.user, project_id=project_id)
+        return Response(
+            s.ObjectiveOut(modeling_selectors.objective_current(project=access.project)).data
+        )
+
+    @extend_schema(request=s.ObjectiveIn, responses={201: s.ObjectiveOut})
+    def put(self, request: Request, project_id: int) -> Response:
+        access = project_get_for_user(
+            user=request.user, project_id=project_id, role=Role.DATA_SCIENTIST
+        )
+        data = s.ObjectiveIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        objective = modeling_services.objective_change(
+            project=access.project, changed_by=request.user, **data.validated_data
+        )
+        return Response(s.ObjectiveOut(objective).data, status=status.HTTP_201_CREATED)
+
+
+class TrainingConfigApi(APIView):
+    @extend_schema(responses=s.TrainingConfigOut)
+    def get(self, request: Request, project_id: int) -> Response:
+        access = project_get_for_user(user=request.user, project_id=project_id)
+        config = modeling_selectors.training_config_current(project=access.project)
+        return Response(s.TrainingConfigOut(config).data)
+
+    @extend_schema(request=s.TrainingConfigIn, responses={201: s.TrainingConfigOut})
+    def put(self, request: Request, project_id: int) -> Response:
+        access = project_get_for_user(
+            user=request.user, project_id=project_id, role=Role.DATA_SCIENTIST
+        )
+        data = s.TrainingConfigIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        config = modeling_services.training_config_change(
+            project=access.project, changed_by=request.user, **data.validated_data
+        )
+        return Response(s.TrainingConfigOut(config).data, status=status.HTTP_201_CREATED)
+
+
+class AlertListApi(APIView):
+    @extend_schema(responses=s.AlertOut(many=True))
+    def get(self, request: Request, project_id: int) -> Response:
+        access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
+        alerts = modeling_selectors.project_alerts(project=access.project)
+        return Response(s.AlertOut(alerts, many=True).data)
+
+
+class TrainingRunReproduceApi(APIView):
+    @extend_schema(request=None, responses={202: s.TrainingRunOut})
+    def post(self, request: Request, run_id: int) -> Response:
+        """Retrain the run from its snapshot in the worker; poll the run for `reproduction`."""
+        project_id = (
+            TrainingRun.objects.filter(pk=run_id).values_list("project_id", flat=True).first()
+        )
+        if project_id is None:
+            raise Http404("No such training run")
+        access = project_get_for_user(
+            user=request.user, project_id=project_id, role=Role.DATA_SCIENTIST
+        )
+        run = modeling_selectors.training_run_get(project=access.project, run_id=run_id)
+        modeling_services.training_run_reproduce_request(run=run)
+        run.refresh_from_db()
+        return Response(s.TrainingRunOut(run).data, status=status.HTTP_202_ACCEPTED)
