@@ -154,14 +154,34 @@ def test_scheduler_ignores_projects_with_auto_retrain_off(labeled_project):
     assert services.retrain_schedule(now=timezone.now() + timedelta(days=1)) == []
 
 
-def test_a_run_whose_worker_died_is_marked_failed_and_unblocks_the_project(labeled_project):
+def test_a_run_whose_worker_died_is_tried_again_once_then_marked_failed(labeled_project):
     run, _ = services.training_run_request(project=labeled_project, trigger=RunTrigger.MANUAL)
-    long_ago = timezone.now() - timedelta(hours=2)  # past the task time limit
-    TrainingRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, heartbeat_at=long_ago)
+    long_ago = timezone.now() - timedelta(minutes=5)  # no heartbeat for longer than allowed
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.RUNNING, heartbeat_at=long_ago, attempts=1
+    )
     services.training_runs_mend()
     run.refresh_from_db()
-    assert run.status == RunStatus.FAILED and "stopped reporting" in run.error
+    assert run.status == RunStatus.QUEUED and "trying again" in run.progress_message
+    # A worker picks it up again, and dies again: now it is given up.
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.RUNNING, heartbeat_at=long_ago, attempts=2
+    )
+    services.training_runs_mend()
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and "stopped reporting, 2 times" in run.error
+    assert not ModelVersion.objects.filter(training_run=run).exists()
     assert services.training_run_request(project=labeled_project, trigger=RunTrigger.MANUAL)[1]
+
+
+def test_a_run_that_is_still_beating_is_left_alone(labeled_project):
+    run, _ = services.training_run_request(project=labeled_project, trigger=RunTrigger.MANUAL)
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.RUNNING, heartbeat_at=timezone.now(), attempts=1
+    )
+    services.training_runs_mend()
+    run.refresh_from_db()
+    assert run.status == RunStatus.RUNNING
 
 
 @pytest.mark.parametrize(
@@ -215,13 +235,25 @@ def test_queued_runs_are_sent_again_only_when_unsent_or_long_waiting(labeled_pro
     assert sent == [run.pk, run.pk]
 
 
-def test_a_long_fit_is_not_taken_for_a_dead_worker(labeled_project, settings):
+@pytest.mark.django_db(transaction=True)
+def test_a_long_fit_keeps_beating_so_it_is_not_taken_for_a_dead_worker(
+    labeled_project, monkeypatch
+):
+    monkeypatch.setattr(services, "HEARTBEAT_SECONDS", 0.05)
     run, _ = services.training_run_request(project=labeled_project, trigger=RunTrigger.MANUAL)
-    started = timezone.now() - timedelta(minutes=30)
-    TrainingRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, heartbeat_at=started)
+    long_ago = timezone.now() - timedelta(minutes=30)
+    TrainingRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, heartbeat_at=long_ago)
+    heartbeat = services._Heartbeat(run.pk)
+    heartbeat.start()
+    import time
+
+    time.sleep(0.5)  # a fit in progress: no step reports, only the heartbeat thread
+    heartbeat.done.set()
+    heartbeat.join(timeout=5)
     services.training_runs_mend()
     run.refresh_from_db()
-    assert run.status == RunStatus.RUNNING  # within the task time limit (1 hour)
+    assert run.heartbeat_at > timezone.now() - timedelta(seconds=5)
+    assert run.status == RunStatus.RUNNING
 
 
 def test_a_relabel_and_its_undo_make_no_duplicate_version(labeled_project, clinician):

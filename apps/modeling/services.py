@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import traceback
 from dataclasses import dataclass
 from datetime import timedelta
@@ -15,7 +16,7 @@ import pandas as pd
 from celery import current_app
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F, Max, OuterRef, Q, Subquery
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
@@ -74,10 +75,36 @@ PREDICT_TASK = "modeling.store_predictions"
 
 
 def stale_run_after() -> timedelta:
-    """A running run whose worker has not reported for longer than a task may run is dead:
-    the worker would have killed it at its time limit. Training reports only between steps,
-    so anything shorter would abandon a long fit that is still going."""
-    return timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
+    """A running run whose worker has not beaten its heart for this long is dead (killed, or
+    its machine gone). The worker beats every HEARTBEAT_SECONDS from a thread of its own, also
+    in the middle of a long fit."""
+    return timedelta(seconds=settings.CASEBOOK_RUN_STALE_SECONDS)
+
+
+HEARTBEAT_SECONDS = 5
+# A run whose worker died is tried again once; dying twice marks it failed.
+MAX_ATTEMPTS = 2
+
+
+class _Heartbeat(threading.Thread):
+    """Marks a run alive while the worker trains, so that the mender can tell a dead worker
+    from a long fit."""
+
+    def __init__(self, run_id: int) -> None:
+        super().__init__(name=f"heartbeat-run-{run_id}", daemon=True)
+        self.run_id = run_id
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.done.wait(HEARTBEAT_SECONDS):
+                TrainingRun.objects.filter(pk=self.run_id, status=RunStatus.RUNNING).update(
+                    heartbeat_at=timezone.now()
+                )
+        except Exception:
+            logger.exception("heartbeat of run %s stopped", self.run_id)
+        finally:
+            connection.close()
 
 
 # A queued run that could not be sent (broker down) is sent again after this long; one the
@@ -197,11 +224,29 @@ def retrain_schedule(*, now=None) -> list[int]:
 
 def training_runs_mend(*, now=None) -> None:
     now = now or timezone.now()
-    stale = TrainingRun.objects.filter(
-        status=RunStatus.RUNNING, heartbeat_at__lt=now - stale_run_after()
-    )
-    for run_id in stale.values_list("pk", flat=True):
-        _fail(run_id, "The worker running this stopped reporting; the run was abandoned.")
+    dead_before = now - stale_run_after()
+    stale = TrainingRun.objects.filter(status=RunStatus.RUNNING, heartbeat_at__lt=dead_before)
+    for run_id, attempts in stale.values_list("pk", "attempts"):
+        if attempts < MAX_ATTEMPTS:
+            # Nothing of a dead attempt is kept (its model version is written in one
+            # transaction at the very end), so the run can start over.
+            retried = TrainingRun.objects.filter(
+                pk=run_id, status=RunStatus.RUNNING, heartbeat_at__lt=dead_before
+            ).update(
+                status=RunStatus.QUEUED,
+                enqueued_at=None,
+                progress=0,
+                progress_message="The worker running this stopped; trying again",
+            )
+            if retried:
+                logger.warning("training run %s lost its worker; queued again", run_id)
+                _enqueue_run(run_id)
+        else:
+            _fail(
+                run_id,
+                f"The worker running this stopped reporting, {attempts} times; the run was "
+                "abandoned.",
+            )
     unsent = Q(enqueued_at__isnull=True, created_at__lt=now - RESEND_UNSENT_AFTER)
     for run_id in TrainingRun.objects.filter(
         unsent | Q(enqueued_at__lt=now - RESEND_SENT_AFTER), status=RunStatus.QUEUED
@@ -262,8 +307,12 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
     if not _claim(run_id):
         logger.info("training run %s already claimed or finished", run_id)
         return TrainingRun.objects.get(pk=run_id)
-    run = TrainingRun.objects.select_related("project").get(pk=run_id)
+    run = TrainingRun.objects.select_related("project", "objective").get(pk=run_id)
     written: list[Path] = []
+    # Not inside a caller's transaction (tests): the thread's own connection would wait on it.
+    heartbeat = None if connection.in_atomic_block else _Heartbeat(run_id)
+    if heartbeat:
+        heartbeat.start()
     try:
         _train(run, written)
     except TrainingError as error:
@@ -272,6 +321,8 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
         logger.exception("training run %s failed", run_id)
         _fail(run_id, f"{type(error).__name__}: {error}\n\n{traceback.format_exc(limit=5)}")
     finally:
+        if heartbeat:
+            heartbeat.done.set()
         run.refresh_from_db()
         if run.status != RunStatus.SUCCEEDED:
             for path in written:

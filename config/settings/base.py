@@ -121,6 +121,8 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 CASEBOOK_MODEL_DIR = Path(env_str("CASEBOOK_MODEL_DIR", str(VAR_DIR / "models")))
 # The scheduler looks for projects whose labels changed this often (seconds).
 CASEBOOK_RETRAIN_POLL_SECONDS = env_int("CASEBOOK_RETRAIN_POLL_SECONDS", 10)
+# A training run whose worker has not beaten its heart for this long is tried again (once).
+CASEBOOK_RUN_STALE_SECONDS = env_int("CASEBOOK_RUN_STALE_SECONDS", 60)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
