@@ -1,0 +1,237 @@
+"""Objectives, thresholds, model selection, time slices and the figures behind the alerts,
+checked against scikit-learn and small hand-worked examples. No database."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    balanced_accuracy_score,
+    fbeta_score,
+    roc_auc_score,
+)
+
+from apps.modeling.ml.monitoring import degenerate, population_stability, staleness
+from apps.modeling.ml.objectives import (
+    ObjectiveError,
+    ObjectiveSpec,
+    decide,
+    objective_check,
+    objective_value,
+    threshold_choose,
+)
+from apps.modeling.ml.training import (
+    MODEL_FAMILIES,
+    TrainingError,
+    train_and_evaluate,
+    window_select,
+)
+
+CLASSES = ["neg", "pos"]
+
+
+def _binary(n: int = 400, seed: int = 0, prevalence: float = 0.2):
+    rng = np.random.default_rng(seed)
+    y = np.where(rng.random(n) < prevalence, "pos", "neg").astype(object)
+    score = np.clip(0.35 * (y == "pos") + rng.normal(0.3, 0.2, n), 0, 1)
+    proba = np.column_stack([1 - score, score])
+    return y, proba
+
+
+@pytest.mark.parametrize(
+    ("metric", "reference"),
+    [
+        ("accuracy", lambda y, p: accuracy_score(y, np.where(p[:, 1] >= 0.5, "pos", "neg"))),
+        (
+            "balanced_accuracy",
+            lambda y, p: balanced_accuracy_score(y, np.where(p[:, 1] >= 0.5, "pos", "neg")),
+        ),
+        ("roc_auc", lambda y, p: roc_auc_score(y == "pos", p[:, 1])),
+        ("pr_auc", lambda y, p: average_precision_score(y == "pos", p[:, 1])),
+    ],
+)
+def test_objectives_agree_with_scikit_learn(metric, reference):
+    y, proba = _binary()
+    spec = ObjectiveSpec(metric=metric, positive_class="pos")
+    assert objective_value(spec, y, proba, CLASSES, threshold=0.5) == pytest.approx(
+        reference(y, proba)
+    )
+
+
+def test_f_beta_weighs_recall_as_asked():
+    y, proba = _binary()
+    decided = proba[:, 1] >= 0.4
+    for beta in (0.5, 1.0, 2.0):
+        spec = ObjectiveSpec(metric="f_beta", positive_class="pos", beta=beta)
+        assert objective_value(spec, y, proba, CLASSES, threshold=0.4) == pytest.approx(
+            fbeta_score(y == "pos", decided, beta=beta)
+        )
+
+
+def test_hand_worked_recall_at_precision_precision_at_k_and_expected_cost():
+    y = np.array(["pos", "pos", "neg", "pos", "neg", "neg"], dtype=object)
+    p_pos = np.array([0.9, 0.8, 0.7, 0.6, 0.2, 0.1])
+    proba = np.column_stack([1 - p_pos, p_pos])
+    # Ranked: pos pos neg pos neg neg. Precision stays >= 0.75 down to the 4th case (3/4),
+    # where all three positives are found: recall 1.0. At precision 1.0 only 2 of 3.
+    at_75 = ObjectiveSpec(metric="recall_at_precision", positive_class="pos", min_precision=0.75)
+    at_100 = ObjectiveSpec(metric="recall_at_precision", positive_class="pos", min_precision=1.0)
+    assert objective_value(at_75, y, proba, CLASSES) == pytest.approx(1.0)
+    assert objective_value(at_100, y, proba, CLASSES) == pytest.approx(2 / 3)
+    # Precision at 3: pos pos neg.
+    at_3 = ObjectiveSpec(metric="precision_at_k", positive_class="pos", k=3)
+    assert objective_value(at_3, y, proba, CLASSES) == pytest.approx(2 / 3)
+    # Missing a positive costs 10, a false alarm 1. Threshold 0.65: decided pos for the top
+    # three: one false alarm (cost 1), one missed positive (0.6 < 0.65, cost 10): 11 / 6.
+    cost = ObjectiveSpec(
+        metric="expected_cost", positive_class="pos", cost_matrix=[[0, 1], [10, 0]]
+    )
+    assert objective_value(cost, y, proba, CLASSES, threshold=0.65) == pytest.approx(11 / 6)
+    # The chosen threshold catches every positive (cost 1 + 1 at most) instead.
+    best = threshold_choose(cost, y, proba, CLASSES)
+    assert objective_value(cost, y, proba, CLASSES, threshold=best) <= 2 / 6
+    assert not ObjectiveSpec(metric="expected_cost").greater_is_better
+
+
+def test_the_threshold_follows_the_objective():
+    y, proba = _binary(n=2000, prevalence=0.1, seed=3)
+    recall_heavy = ObjectiveSpec(metric="f_beta", positive_class="pos", beta=3.0)
+    precise = ObjectiveSpec(metric="f_beta", positive_class="pos", beta=0.3)
+    t_recall = threshold_choose(recall_heavy, y, proba, CLASSES)
+    t_precise = threshold_choose(precise, y, proba, CLASSES)
+    assert t_recall < t_precise
+    for spec, t in ((recall_heavy, t_recall), (precise, t_precise)):
+        assert objective_value(spec, y, proba, CLASSES, t) >= objective_value(
+            spec, y, proba, CLASSES, 0.5
+        )
+    target = ObjectiveSpec(metric="recall_at_precision", positive_class="pos", min_precision=0.6)
+    t = threshold_choose(target, y, proba, CLASSES)
+    decided = proba[:, 1] >= t
+    assert np.mean(y[decided] == "pos") >= 0.6
+    # Ranking metrics need no threshold: the decision stays the most probable class.
+    assert threshold_choose(ObjectiveSpec(metric="roc_auc"), y, proba, CLASSES) is None
+
+
+def test_decide_gives_the_positive_class_at_its_threshold_and_argmax_otherwise():
+    proba = np.array([[0.5, 0.2, 0.3], [0.6, 0.1, 0.3], [0.1, 0.2, 0.7]])
+    assert decide(proba, None, 2).tolist() == [0, 0, 2]
+    assert decide(proba, 0.25, 2).tolist() == [2, 2, 2]
+    assert decide(proba, 0.8, 2).tolist() == [0, 0, 1]  # not positive: best of the others
+
+
+def test_bad_objectives_are_refused_with_the_reason():
+    with pytest.raises(ObjectiveError, match="not one of the project's classes"):
+        objective_check(ObjectiveSpec(metric="roc_auc", positive_class="maybe"), CLASSES)
+    with pytest.raises(ObjectiveError, match="must be 2×2"):
+        objective_check(ObjectiveSpec(metric="expected_cost", cost_matrix=[[0, 1]]), CLASSES)
+    with pytest.raises(ObjectiveError, match="non-negative"):
+        objective_check(
+            ObjectiveSpec(metric="expected_cost", cost_matrix=[[0, -1], [1, 0]]), CLASSES
+        )
+    with pytest.raises(ObjectiveError, match="Unknown metric"):
+        objective_check(ObjectiveSpec(metric="vibes"), CLASSES)
+
+
+def test_population_stability_flags_a_unit_change_and_not_a_resample():
+    rng = np.random.default_rng(1)
+    reference = rng.lognormal(6, 1, 5000)
+    same = rng.lognormal(6, 1, 5000)
+    new_unit = rng.lognormal(6, 1, 5000) / 8.457  # pg/mL reported as pmol/L
+    assert population_stability(reference, same) < 0.02
+    assert population_stability(reference, new_unit) > 1.0
+    # Missing values are a bin of their own: more missing is a shift too.
+    gappy = same.copy()
+    gappy[:1500] = np.nan
+    assert population_stability(reference, gappy) > 0.25
+
+
+def test_population_stability_by_hand():
+    reference = np.array([1.0, 2.0, 3.0, 4.0])
+    current = np.array([1.0, 1.0, 1.0, 4.0])
+    value = population_stability(reference, current, bins=2)
+    # Bins at the median 2.5: reference 1/2, 1/2; current 3/4, 1/4; no missing (floored).
+    expected = (0.75 - 0.5) * np.log(0.75 / 0.5) + (0.25 - 0.5) * np.log(0.25 / 0.5)
+    assert value == pytest.approx(expected, abs=1e-6)
+
+
+def _slices(values: list[float], n: int = 100) -> list[dict]:
+    return [{"period": f"2025-{i + 1:02d}", "n": n, "objective": v} for i, v in enumerate(values)]
+
+
+def test_staleness_compares_recent_months_with_the_months_before():
+    found = staleness(_slices([0.86, 0.85, 0.87, 0.86, 0.74, 0.75]), True, 0.05, 2)
+    assert found["stale"] and found["recent_periods"] == ["2025-05", "2025-06"]
+    assert found["older"] == pytest.approx(0.86) and found["recent"] == pytest.approx(0.745)
+    assert not staleness(_slices([0.86, 0.85, 0.84, 0.85]), True, 0.05, 2)["stale"]
+    # Lower is better for a cost: a rise is the drop.
+    assert staleness(_slices([1.0, 1.0, 1.5]), False, 0.2, 1)["stale"]
+    # Too few cases in a month: not counted.
+    assert staleness(_slices([0.9, 0.5], n=5), True, 0.05, 1) is None
+
+
+def test_a_degenerate_model_is_named():
+    assert degenerate({"neg": 0.995, "pos": 0.005}, {"neg": 1.0, "pos": 0.1})["kind"] == "one_class"
+    assert degenerate({"neg": 0.9, "pos": 0.1}, {"neg": 0.99, "pos": 0.02})["classes"] == ["pos"]
+    assert degenerate({"neg": 0.8, "pos": 0.2}, {"neg": 0.9, "pos": 0.6}) is None
+
+
+def test_window_counts_months_back_from_the_newest_case():
+    dates = np.array(
+        ["2025-01-15", "2025-06-30", "2025-07-01", "2025-08-20", "NaT"], dtype="datetime64[us]"
+    )
+    assert window_select(dates, 2).tolist() == [2, 3]  # July and August
+    assert window_select(dates, None).tolist() == [0, 1, 2, 3, 4]
+    with pytest.raises(TrainingError, match="dated cases"):
+        window_select(np.array(["NaT"], dtype="datetime64[us]"), 3)
+
+
+def _dated_problem(n: int = 900, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 3))
+    logit = 1.5 * X[:, 0] - X[:, 1] + 0.5 * X[:, 2] ** 2 - 1.0
+    y = np.where(rng.random(n) < 1 / (1 + np.exp(-logit)), "pos", "neg").astype(object)
+    start = np.datetime64("2024-01-01T00:00:00", "us")
+    occurred = start + (np.sort(rng.integers(0, 365 * 24 * 3600, n)) * 1_000_000).astype(
+        "timedelta64[us]"
+    )
+    return X, y, occurred
+
+
+def test_auto_picks_the_family_with_the_best_cross_validated_objective():
+    X, y, occurred = _dated_problem()
+    objective = ObjectiveSpec(metric="roc_auc", positive_class="pos")
+    result = train_and_evaluate(
+        X,
+        y,
+        occurred,
+        CLASSES,
+        {"model_family": "auto", "cv_folds": 3},
+        seed=0,
+        objective=objective,
+    )
+    families = result.evaluation["cross_validation"]["families"]
+    assert set(families) == set(MODEL_FAMILIES)
+    best = max(families, key=lambda f: families[f]["mean"])
+    assert result.model_family == best
+    assert result.metrics["objective"] == pytest.approx(result.metrics["roc_auc"])
+    # Every month of the training part is scored out-of-fold, every later one held-out.
+    sources = {s["source"] for s in result.evaluation["slices"]}
+    assert sources == {"cross-validation", "held-out"}
+    periods = [s["period"] for s in result.evaluation["slices"]]
+    assert len(set(periods)) == 12
+    curves = result.evaluation["curves"]
+    assert curves["class"] == "pos" and curves["roc"]["fpr"][0] == 0.0
+    assert len(curves["calibration"]["predicted"]) <= 10
+
+
+def test_the_same_snapshot_and_seed_give_the_same_model():
+    X, y, occurred = _dated_problem(seed=4)
+    params = {"model_family": "random_forest", "hyperparameters": {"n_estimators": 30}}
+    first = train_and_evaluate(X, y, occurred, CLASSES, params, seed=7)
+    again = train_and_evaluate(X, y, occurred, CLASSES, params, seed=7)
+    other = train_and_evaluate(X, y, occurred, CLASSES, params, seed=8)
+    assert np.array_equal(first.pipeline.predict_proba(X), again.pipeline.predict_proba(X))
+    assert not np.array_equal(first.pipeline.predict_proba(X), other.pipeline.predict_proba(X))
+    assert first.threshold == again.threshold
