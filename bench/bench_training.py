@@ -354,6 +354,7 @@ WHOLE = "training_run_execute (whole call)"
 def install_stages(clock: StageClock) -> None:
     """Wrap the functions a run goes through, where the code that calls them looks them up."""
     import pandas as pd
+    from django.db import connections
     from django.db.models.query import QuerySet
     from sklearn.pipeline import Pipeline
 
@@ -399,6 +400,9 @@ def install_stages(clock: StageClock) -> None:
         (services, "monitoring_check", "monitoring check (monitoring_check)"),
         (services, "_live_slices", "live slices (_live_slices)"),
         (services, "_drift", "feature drift (_drift)"),
+        # PostgreSQL checks the deferred foreign keys of every row written when a transaction
+        # commits: the connection's commit, not a statement.
+        (connections["default"], "commit", "commit (deferred foreign-key checks)"),
     ]:
         clock.wrap(owner, name, label)
 
@@ -447,12 +451,12 @@ def child_ours(project_id: int) -> dict[str, Any]:
     from apps.modeling.models import ModelVersion, RunStatus, RunTrigger, TrainingRun
     from apps.projects.models import Project
 
-    clock = StageClock()
-    install_stages(clock)
     project = Project.objects.get(pk=project_id)
     start = time.perf_counter()
     run, _ = services.training_run_request(project=project, trigger=RunTrigger.MANUAL)
     request_s = time.perf_counter() - start
+    clock = StageClock()
+    install_stages(clock)
     gc.collect()
     with connection.execute_wrapper(clock.sql_timer), clock.stage(WHOLE):
         run = services.training_run_execute(run_id=run.pk)
@@ -1187,14 +1191,14 @@ def report_bursts(b: BurstResult) -> tuple[str, list[bool]]:
             f"(every {POLL_S:g} s) first saw predictions_path set.",
         ]
         worst = [
-            burst.version_at - burst.queued_at + 10.0
+            burst.predictions_seen_at - burst.queued_at + 10.0
             for burst in b.bursts
-            if burst.version_at and burst.queued_at
+            if burst.predictions_seen_at and burst.queued_at
         ]
         if worst:
             text.append(
-                "A burst finished just after a scheduler tick waits a whole poll (10 s) before "
-                f"its run is queued: at worst about {max(worst):.1f} s to the version row here."
+                "A burst that ends just after a scheduler tick waits a whole poll (10 s) before "
+                f"its run is queued: at worst about {max(worst):.1f} s to the predictions here."
             )
     if b.worker_log:
         text += ["", "Worker log (tail):", b.worker_log]
@@ -1216,7 +1220,7 @@ def run(quick: bool, workdir: Path) -> str:
     code_after = code_version()
     text = [retrain_text, "", burst_text, ""]
     text.append(f"App code (commit/digest of apps/ and config/): {code_before}.")
-    if code_after != code_before:
+    if code_after.split("/")[-1] != code_before.split("/")[-1]:
         text.append(f"WARNING: the app code changed during the run (now {code_after}).")
     text += ["", f"training: {sum(met)} of {len(met)} targets met."]
     return "\n".join(text)

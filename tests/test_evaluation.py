@@ -156,19 +156,20 @@ def test_population_stability_by_hand():
     assert value == pytest.approx(expected, abs=1e-6)
 
 
-def _slices(values: list[float], n: int = 100) -> list[dict]:
-    return [{"period": f"2025-{i + 1:02d}", "n": n, "objective": v} for i, v in enumerate(values)]
+def _side(value: float | None, n: int = 100) -> dict:
+    return {"value": value, "n": n, "periods": ["2025-01", "2025-03"], "what": "cases"}
 
 
-def test_staleness_compares_recent_months_with_the_months_before():
-    found = staleness(_slices([0.86, 0.85, 0.87, 0.86, 0.74, 0.75]), True, 0.05, 2)
-    assert found["stale"] and found["recent_periods"] == ["2025-05", "2025-06"]
-    assert found["older"] == pytest.approx(0.86) and found["recent"] == pytest.approx(0.745)
-    assert not staleness(_slices([0.86, 0.85, 0.84, 0.85]), True, 0.05, 2)["stale"]
+def test_staleness_compares_the_recent_objective_with_the_older_one():
+    found = staleness(_side(0.75), _side(0.86), True, 0.05)
+    assert found["stale"] and found["drop"] == pytest.approx(0.11)
+    assert not staleness(_side(0.84), _side(0.86), True, 0.05)["stale"]
     # Lower is better for a cost: a rise is the drop.
-    assert staleness(_slices([1.0, 1.0, 1.5]), False, 0.2, 1)["stale"]
-    # Too few cases in a month: not counted.
-    assert staleness(_slices([0.9, 0.5], n=5), True, 0.05, 1) is None
+    assert staleness(_side(1.5), _side(1.0), False, 0.2)["stale"]
+    assert not staleness(_side(0.9), _side(1.0), False, 0.2)["stale"]
+    # Too few cases, or an undefined objective (one class only): no verdict.
+    assert staleness(_side(0.5, n=5), _side(0.9), True, 0.05) is None
+    assert staleness(_side(None), _side(0.9), True, 0.05) is None
 
 
 def test_a_degenerate_model_is_named():

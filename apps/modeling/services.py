@@ -691,31 +691,41 @@ def _alert(kind: str, severity: str, title: str, figure: str, action: str, **ext
     }
 
 
-def _live_slices(version: ModelVersion, objective: ObjectiveSpec, after: str) -> list[dict]:
-    """The production version's objective per month on labeled cases dated after `after` (the
-    end of what it was evaluated on), from its stored predictions: cases it never saw."""
+@dataclass
+class LiveCases:
+    """Labeled cases a version never saw (dated after what it was evaluated on), with its
+    stored predictions of them."""
+
+    labels: np.ndarray
+    proba: np.ndarray
+    occurred_at: np.ndarray
+
+
+def _live_cases(version: ModelVersion, after: str) -> LiveCases:
     case_ids, proba = version_predictions_load(version)
     rows = list(
         Case.objects.filter(project_id=version.project_id, occurred_at__gt=after)
         .exclude(current_label="")
         .values_list("id", "current_label", "occurred_at")
     )
-    if not rows:
-        return []
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     position = np.searchsorted(case_ids, ids)
     known = (position < len(case_ids)) & (case_ids[np.minimum(position, len(case_ids) - 1)] == ids)
     labels = np.array([r[1] for r in rows], dtype=object)[known]
     when = np.array([r[2].replace(tzinfo=None) for r in rows], dtype="datetime64[us]")[known]
-    return month_slices(
-        when,
-        labels,
-        proba[position[known]],
-        list(version.project.classes),
-        objective,
-        version.threshold,
-        "since training",
-    )
+    return LiveCases(labels=labels, proba=proba[position[known]], occurred_at=when)
+
+
+def month(day: str | None) -> str | None:
+    return day[:7] if day else None
+
+
+def _periods(dates: np.ndarray) -> list[str] | None:
+    dated = dates[~np.isnat(dates)]
+    if not len(dated):
+        return None
+    months = dated.astype("datetime64[M]")
+    return [str(months.min()), str(months.max())]
 
 
 def _drift(version: ModelVersion, recent_months: int) -> list[dict]:
@@ -760,6 +770,7 @@ def monitoring_check(*, project_id: int) -> MonitoringReport:
     figures: dict[str, Any] = {}
     alerts: list[dict] = []
     version = deployment.model_version if deployment else None
+    classes = list(project.classes)
     if version is not None:
         objective = version.objective.spec() if version.objective_id else ObjectiveSpec()
         shares = dict(
@@ -801,28 +812,65 @@ def monitoring_check(*, project_id: int) -> MonitoringReport:
                     "weights, then retrain.",
                 )
             )
-        test_end = (version.metrics.get("test_period") or [None, None])[1]
+        # Recent against older, each pooled: labeled cases that came after the version's
+        # held-out period against that held-out period; before any have come, the held-out
+        # period (the most recent at training) against cross-validation on the older part.
+        metrics = version.metrics
+        test_period = metrics.get("test_period")
+        held_out = {
+            "value": version.objective_value,
+            "n": metrics.get("n_test", 0),
+            "periods": [month(d) for d in test_period] if test_period else None,
+            "what": "its held-out cases",
+        }
         slices = [dict(s) for s in version.evaluation.get("slices", [])]
-        if test_end:
-            slices += _live_slices(version, objective, test_end + "T23:59:59Z")
+        live = _live_cases(version, test_period[1] + "T23:59:59Z") if test_period else None
+        if live is not None and len(live.labels):
+            slices += month_slices(
+                live.occurred_at,
+                live.labels,
+                live.proba,
+                classes,
+                objective,
+                version.threshold,
+                "since training",
+            )
+            recent = {
+                "value": objective_value(
+                    objective, live.labels, live.proba, classes, version.threshold
+                ),
+                "n": len(live.labels),
+                "periods": _periods(live.occurred_at),
+                "what": "cases labeled since training",
+            }
+            stale = staleness(
+                recent, held_out, objective.greater_is_better, project.alert_stale_margin
+            )
+        else:
+            train_period = metrics.get("train_period")
+            cross_validated = {
+                "value": metrics.get("cv_objective"),
+                "n": version.evaluation.get("cross_validation", {}).get("n", 0),
+                "periods": [month(d) for d in train_period] if train_period else None,
+                "what": "cross-validation on the older cases",
+            }
+            stale = staleness(
+                held_out, cross_validated, objective.greater_is_better, project.alert_stale_margin
+            )
         figures["slices"] = slices
-        stale = staleness(
-            slices,
-            objective.greater_is_better,
-            project.alert_stale_margin,
-            project.alert_recent_months,
-        )
         figures["staleness"] = stale
         if stale and stale["stale"]:
+            recent_p = stale["recent_periods"] or ["?", "?"]
+            older_p = stale["older_periods"] or ["?", "?"]
             alerts.append(
                 _alert(
                     "stale",
                     "danger",
                     f"Version {version.number} is stale on recent cases",
-                    f"{objective.describe()} {stale['recent']:.3f} on "
-                    f"{stale['recent_periods'][0]}..{stale['recent_periods'][1]} "
-                    f"({stale['recent_n']} cases) against {stale['older']:.3f} before; "
-                    f"margin {project.alert_stale_margin:g}",
+                    f"{objective.describe()} {stale['recent']:.3f} on {stale['recent_n']:,} "
+                    f"{stale['recent_what']} ({recent_p[0]}..{recent_p[1]}) against "
+                    f"{stale['older']:.3f} on {stale['older_what']} ({older_p[0]}..{older_p[1]});"
+                    f" margin {project.alert_stale_margin:g}",
                     "Retrain on a recent window (training configuration: last N months).",
                 )
             )

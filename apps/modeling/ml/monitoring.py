@@ -43,38 +43,31 @@ def population_stability(
 
 
 def staleness(
-    slices: list[dict[str, Any]], greater_is_better: bool, margin: float, recent_months: int
+    recent: dict[str, Any], older: dict[str, Any], greater_is_better: bool, margin: float
 ) -> dict[str, Any] | None:
-    """Compare the objective on the most recent months with the months before them.
+    """Compare the objective on recent cases with the objective on older ones.
 
-    `slices` are per-month rows {period, n, objective} of out-of-sample predictions. The recent
-    part is the last `recent_months` months that have enough cases; the older part, the months
-    before. Returns the two figures (case-weighted means), the drop and whether it passes
-    the margin; None when either part has no usable month.
+    Each side is {"value", "n", "periods": [first, last], "what"}, with the objective computed
+    on all of its cases pooled (a month of a rare class holds too few cases for a stable ROC
+    AUC of its own). Returns both figures, the drop (positive = worse recently) and whether it
+    passes the margin; None when either side has no value or too few cases.
     """
-    usable = sorted(
-        (s for s in slices if s.get("objective") is not None and s["n"] >= MIN_SLICE_CASES),
-        key=lambda s: s["period"],
-    )
-    if len(usable) < 2:
+    if recent.get("value") is None or older.get("value") is None:
         return None
-    recent_n = min(recent_months, len(usable) - 1)
-    recent, older = usable[-recent_n:], usable[:-recent_n]
-
-    def weighted(rows: list[dict[str, Any]]) -> float:
-        n = np.array([r["n"] for r in rows], dtype=float)
-        v = np.array([r["objective"] for r in rows], dtype=float)
-        return float(np.sum(n * v) / np.sum(n))
-
-    recent_value, older_value = weighted(recent), weighted(older)
-    drop = older_value - recent_value if greater_is_better else recent_value - older_value
+    if recent.get("n", 0) < MIN_SLICE_CASES or older.get("n", 0) < MIN_SLICE_CASES:
+        return None
+    drop = (
+        older["value"] - recent["value"] if greater_is_better else recent["value"] - older["value"]
+    )
     return {
-        "recent_periods": [recent[0]["period"], recent[-1]["period"]],
-        "older_periods": [older[0]["period"], older[-1]["period"]],
-        "recent": recent_value,
-        "older": older_value,
-        "recent_n": int(sum(r["n"] for r in recent)),
-        "older_n": int(sum(r["n"] for r in older)),
+        "recent": recent["value"],
+        "older": older["value"],
+        "recent_n": recent["n"],
+        "older_n": older["n"],
+        "recent_periods": recent.get("periods"),
+        "older_periods": older.get("periods"),
+        "recent_what": recent.get("what", ""),
+        "older_what": older.get("what", ""),
         "drop": drop,
         "stale": drop > margin,
     }
