@@ -54,6 +54,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -278,6 +279,8 @@ class StageClock:
     def __init__(self) -> None:
         self.stack: list[_Frame] = []
         self.totals: dict[tuple[str, ...], StageTotal] = {}
+        self.missing: list[str] = []  # functions not found, so not measured
+        self.thread = threading.get_ident()
 
     def _note_peak(self) -> None:
         hwm = _status_kb("VmHWM")
@@ -309,18 +312,27 @@ class StageClock:
             total.peak_mb = max(total.peak_mb, (frame.max_kb - frame.base_kb) / 1024)
             total.peak_abs_mb = max(total.peak_abs_mb, frame.max_kb / 1024)
 
-    def wrap(self, owner: Any, name: str, label: str) -> None:
+    def wrap(self, owner: Any, names: str, label: str) -> None:
+        """Wrap the first of `names` ("a|b": the app's code changes) that `owner` has."""
+        name = next((n for n in names.split("|") if hasattr(owner, n)), None)
+        if name is None:
+            self.missing.append(names)
+            return
         original = getattr(owner, name)
         clock = self
 
         @functools.wraps(original)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if threading.get_ident() != clock.thread:  # e.g. the run's heartbeat thread
+                return original(*args, **kwargs)
             with clock.stage(label):
                 return original(*args, **kwargs)
 
         setattr(owner, name, wrapper)
 
     def sql_timer(self, execute: Callable, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if threading.get_ident() != self.thread:
+            return execute(sql, params, many, context)
         start = time.perf_counter()
         try:
             return execute(sql, params, many, context)
@@ -398,7 +410,7 @@ def install_stages(clock: StageClock) -> None:
         (QuerySet, "bulk_create", "ORM bulk_create"),
         (services, "queue_refresh", "re-rank the queue (queue_refresh)"),
         (services, "monitoring_check", "monitoring check (monitoring_check)"),
-        (services, "_live_slices", "live slices (_live_slices)"),
+        (services, "_live_cases|_live_slices", "labeled since training (_live_cases)"),
         (services, "_drift", "feature drift (_drift)"),
         # PostgreSQL checks the deferred foreign keys of every row written when a transaction
         # commits: the connection's commit, not a statement.
@@ -469,6 +481,7 @@ def child_ours(project_id: int) -> dict[str, Any]:
         "status": run.status,
         "error": run.error,
         "stages": clock.rows(),
+        "not_measured": clock.missing,
     }
     run = TrainingRun.objects.get(pk=run.pk)
     result["progress"] = f"{run.progress}% {run.progress_message}"
@@ -1056,6 +1069,8 @@ def report_retrain(r: RetrainResult) -> tuple[str, list[bool]]:
             f"{ours['request_s'] * 1000:.0f} ms.",
         ]
     text += ["", format_stages(ours)]
+    if ours.get("not_measured"):
+        text.append(f"Not found in the app (not measured): {', '.join(ours['not_measured'])}.")
     busy = ", ".join(f"{k} {v:.0%}" for k, v in r.busy.items())
     text.append(f"CPU in use by other work just before each step: {busy}.")
     return "\n".join(text), [time_met, memory_met]

@@ -352,17 +352,28 @@ def test_promote_during_predictions_answers_every_request_wholly_from_one_versio
         finally:
             connection.close()
 
+    def wait_for_answers(count: int) -> None:
+        import time
+
+        deadline = time.monotonic() + 30
+        while len(answers) + len(failures) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+
     threads = [threading.Thread(target=client_loop) for _ in range(3)]
     for t in threads:
         t.start()
+    wait_for_answers(3)
     for _ in range(3):
+        served = len(answers)
         services.model_version_deploy(version=v2, deployed_by=data_scientist, apply_now=True)
+        wait_for_answers(served + 3)
+        served = len(answers)
         services.model_version_rollback(project=project, deployed_by=data_scientist, to_version=v1)
-    services.model_version_deploy(version=v2, deployed_by=data_scientist, apply_now=True)
+        wait_for_answers(served + 3)
     stop.set()
     for t in threads:
         t.join(timeout=60)
-    assert not failures
+    assert not failures, failures[:3]
     assert {number for number, _ in answers} == {1, 2}
     for number, got in answers:
         assert np.allclose(got, expected[number], atol=1e-6), f"a mixed answer named v{number}"
