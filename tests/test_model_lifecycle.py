@@ -593,3 +593,37 @@ def test_api_objective_config_versions_deploy_rollback_alerts(
     run_id = TrainingRun.objects.filter(project=labeled_project).first().pk
     response = client.post(f"/api/training-runs/{run_id}/reproduce")
     assert response.status_code == 202 and response.json()["reproduction"]["status"] == "running"
+
+
+def test_the_mender_sends_again_what_a_lost_worker_left_undone(
+    labeled_project, data_scientist, monkeypatch
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    v1 = _run(labeled_project).model_version
+    v2 = _run(labeled_project).model_version
+    # A worker died after storing version 2 but before its predictions; a deploy of it was
+    # committed while the broker was down.
+    ModelVersion.objects.filter(pk=v2.pk).update(predictions_path="")
+    Path(v2.predictions_path).unlink()
+    sent: list[tuple[str, int]] = []
+    monkeypatch.setattr(services, "_enqueue", lambda task, pk: sent.append((task, pk)) or True)
+    deployment = services.model_version_deploy(version=v2, deployed_by=data_scientist)
+    later = timezone.now() + timedelta(minutes=5)
+    services.training_runs_mend(now=later)
+    assert (services.PREDICT_TASK, v2.pk) in sent
+    assert (services.APPLY_TASK, deployment.pk) in sent
+    # Doing them now (as the worker would) finishes the job, once.
+    services.deployment_apply(deployment_id=deployment.pk)
+    v2.refresh_from_db()
+    assert Path(v2.predictions_path).is_file()
+    assert _scores_version(labeled_project) == {2}
+    assert not services.deployment_apply(deployment_id=deployment.pk)  # already applied
+    assert Deployment.objects.filter(project=labeled_project).count() == 2  # no extra deploy
+    # A day later nothing is sent again, whatever is still missing.
+    sent.clear()
+    ModelVersion.objects.filter(pk=v1.pk).update(predictions_path="")
+    services.training_runs_mend(now=timezone.now() + timedelta(days=2))
+    assert sent == []

@@ -254,14 +254,19 @@ def training_runs_mend(*, now=None) -> None:
         _enqueue_run(run_id)
     # A worker that died after a version was stored but before its predictions were, or a
     # deployment whose scores were never applied (broker down at deploy): send them again.
+    # Only for a day: one that keeps failing (its model file lost) is not retried forever.
     settled = now - RESEND_UNSENT_AFTER
+    recent = now - timedelta(days=1)
     for version_id in ModelVersion.objects.filter(
-        predictions_path="", created_at__lt=settled
+        predictions_path="", created_at__lt=settled, created_at__gt=recent
     ).values_list("pk", flat=True):
         _enqueue(PREDICT_TASK, version_id)
     newest = Deployment.objects.filter(project=OuterRef("project")).order_by("-id").values("pk")[:1]
     for deployment_id in Deployment.objects.filter(
-        scores_applied_at__isnull=True, created_at__lt=settled, pk=Subquery(newest)
+        scores_applied_at__isnull=True,
+        created_at__lt=settled,
+        created_at__gt=recent,
+        pk=Subquery(newest),
     ).values_list("pk", flat=True):
         _enqueue(APPLY_TASK, deployment_id)
 
@@ -497,11 +502,12 @@ def _predictions_path(version: ModelVersion) -> Path:
 
 
 def version_predictions_store(
-    *, version_id: int, pipeline: Pipeline | None = None, matrix=None
+    *, version_id: int, pipeline: Pipeline | None = None, matrix=None, deploy_if_due: bool = True
 ) -> ModelVersion:
     """Predict every case of the project with a model version and keep the probabilities
-    (Parquet, one column per class). Deploys the version when the project has none in
-    production yet, or deploys every new version automatically. Idempotent."""
+    (Parquet, one column per class). With `deploy_if_due`, deploys the version when the
+    project has none in production yet, or when it deploys every new version automatically and
+    this one is newer than production. Idempotent."""
     version = ModelVersion.objects.select_related("training_run", "project").get(pk=version_id)
     project = version.project
     classes = list(project.classes)
@@ -520,12 +526,14 @@ def version_predictions_store(
             predictions_path=str(path), predictions_sha256=file_sha256(path)
         )
         version.refresh_from_db()
-    if _deployment_current(project.pk) is None or project.auto_deploy:
+    current = _deployment_current(project.pk)
+    due = current is None or (project.auto_deploy and current.model_version.number < version.number)
+    if deploy_if_due and due:
         deployment = model_version_deploy(
             version=version,
             deployed_by=None,
             action=DeploymentAction.AUTO,
-            note="First model of the project" if not project.auto_deploy else "Automatic deploy",
+            note="First model of the project" if current is None else "Automatic deploy",
             apply_now=True,
         )
         logger.info(
@@ -538,7 +546,7 @@ def version_predictions_load(version: ModelVersion) -> tuple[np.ndarray, np.ndar
     """(case ids, probabilities) of a version's stored predictions, made first if missing."""
     path = Path(version.predictions_path) if version.predictions_path else None
     if path is None or not path.is_file():
-        version = version_predictions_store(version_id=version.pk)
+        version = version_predictions_store(version_id=version.pk, deploy_if_due=False)
         path = Path(version.predictions_path)
     if version.predictions_sha256 and file_sha256(path) != version.predictions_sha256:
         raise UntrustedModelFile(f"{path.name} does not match its recorded sha256")
