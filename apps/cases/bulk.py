@@ -109,6 +109,16 @@ def binary_int8(values: np.ndarray | int, rows: int) -> np.ndarray:
     return _fixed(np.broadcast_to(np.asarray(values, dtype=np.int64), (rows,)), ">i8")
 
 
+def binary_int4(values: np.ndarray | int, rows: int) -> np.ndarray:
+    """An integer field: one value per row, or the same value for every row."""
+    return _fixed(np.broadcast_to(np.asarray(values, dtype=np.int32), (rows,)), ">i4")
+
+
+def binary_float8(values: np.ndarray, rows: int) -> np.ndarray:
+    """A double precision field (NaN stays NaN, not NULL)."""
+    return _fixed(np.broadcast_to(np.asarray(values, dtype=np.float64), (rows,)), ">f8")
+
+
 def binary_int2(values: np.ndarray | int, rows: int) -> np.ndarray:
     """A smallint field: one value per row, or the same value for every row."""
     return _fixed(np.broadcast_to(np.asarray(values, dtype=np.int16), (rows,)), ">i2")
