@@ -6,8 +6,11 @@ step runs in its own process against a database that is dropped and created at t
 (casebook_bench on 127.0.0.1:5432, user postgres); generated files live in a temporary folder
 that is removed at the end. Then the labeling queue is measured through the HTTP API
 (bench/bench_queue.py: 10k and 1M cases on PostgreSQL, 10k on SQLite; --quick: 10k only, fewer
-requests), in its own database casebook_bench_queue. `--only import` or `--only queue` runs one
-of the two. See bench/README.md for what each figure means.
+requests), in its own database casebook_bench_queue. Then training (bench/bench_training.py): a
+retrain of 1,000,000 labeled cases end to end against raw scikit-learn, and a burst of labels to
+a new model version through a real Celery worker on the demo cohort (--quick: 100,000 cases, one
+burst), in databases casebook_bench_training*. `--only import`, `--only queue` or
+`--only training` runs one of the three. See bench/README.md for what each figure means.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import bench_feature_load, bench_import, bench_queue  # noqa: E402
+from bench import bench_feature_load, bench_import, bench_queue, bench_training  # noqa: E402
 from bench.common import Row, migrate_and_seed, recreate_database  # noqa: E402
 
 # The design constraints (seconds): import 100k and 1M cases, load 1M as a matrix. "In seconds"
@@ -137,24 +140,32 @@ def run(quick: bool, workdir: Path) -> list[Row]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--quick", action="store_true", help="import 100k only; queue 10k, fewer requests"
+        "--quick",
+        action="store_true",
+        help="import 100k only; queue 10k, fewer requests; training 100k, one burst",
     )
-    parser.add_argument("--only", choices=["import", "queue"], help="run one benchmark only")
+    parser.add_argument(
+        "--only", choices=["import", "queue", "training"], help="run one benchmark only"
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     rows: list[Row] = []
-    queue_report = ""
+    queue_report = training_report = ""
     with tempfile.TemporaryDirectory(prefix="casebook-bench-") as tmp:
         if args.only in (None, "import"):
             rows = run(args.quick, Path(tmp) / "import")
         if args.only in (None, "queue"):
             queue_report = bench_queue.run(args.quick, Path(tmp) / "queue")
+        if args.only in (None, "training"):
+            training_report = bench_training.run(args.quick, Path(tmp) / "training")
     if rows:
         print(format_table(rows))
         met = [row.met for row in rows if row.met is not None]
         print(f"\n{sum(met)} of {len(met)} targets met.")
     if queue_report:
         print(("\n" if rows else "") + queue_report)
+    if training_report:
+        print(("\n" if rows or queue_report else "") + training_report)
     print(f"\nwhole run {time.perf_counter() - started:.0f} s.")
     return 0
 

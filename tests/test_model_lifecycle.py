@@ -451,30 +451,42 @@ def test_models_page_shows_versions_and_lets_a_data_scientist_change_the_objecti
     page = client.get(url)
     assert page.status_code == 200 and b"v1" in page.content
     assert b"objective-form" not in page.content  # reviewers see, data scientists change
-    assert client.post(url, {"form": "objective", "metric": "roc_auc"}).status_code == 404
+    assert client.post(url, {"form": "objective", "objective-metric": "roc_auc"}).status_code == 404
     client.force_login(data_scientist)
     bad = client.post(
         url,
         {
             "form": "objective",
-            "metric": "expected_cost",
-            "beta": 1,
-            "min_precision": 0.8,
-            "k": 100,
-            "cost_matrix": "0 1\n5 x",
+            "objective-metric": "expected_cost",
+            "objective-beta": 1,
+            "objective-min_precision": 0.8,
+            "objective-k": 100,
+            "objective-cost_matrix": "0 1\n5 x",
         },
     )
     assert bad.status_code == 400 and b"Row 2 holds something that is not a number" in bad.content
+    ragged = client.post(
+        url,
+        {
+            "form": "objective",
+            "objective-metric": "expected_cost",
+            "objective-beta": 1,
+            "objective-min_precision": 0.8,
+            "objective-k": 100,
+            "objective-cost_matrix": "0 1 2\n5 0",
+        },
+    )
+    assert ragged.status_code == 400 and b"Row 2 has 2 numbers, row 1 has 3" in ragged.content
     ok = client.post(
         url,
         {
             "form": "objective",
-            "metric": "expected_cost",
-            "beta": 1,
-            "min_precision": 0.8,
-            "k": 100,
-            "cost_matrix": "0 1\n5 0",
-            "note": "missed cases cost 5×",
+            "objective-metric": "expected_cost",
+            "objective-beta": 1,
+            "objective-min_precision": 0.8,
+            "objective-k": 100,
+            "objective-cost_matrix": "0 1\n5 0",
+            "objective-note": "missed cases cost 5×",
         },
     )
     assert ok.status_code == 302
@@ -486,12 +498,12 @@ def test_models_page_shows_versions_and_lets_a_data_scientist_change_the_objecti
         url,
         {
             "form": "config",
-            "model_family": "random_forest",
-            "seed": 3,
-            "test_fraction": 0.2,
-            "cv_folds": 4,
-            "features": ["age"],
-            "hyperparameters": '{"n_estimators": 50}',
+            "config-model_family": "random_forest",
+            "config-seed": 3,
+            "config-test_fraction": 0.2,
+            "config-cv_folds": 4,
+            "config-features": ["age"],
+            "config-hyperparameters": '{"n_estimators": 50}',
         },
     )
     assert ok.status_code == 302
@@ -627,3 +639,13 @@ def test_the_mender_sends_again_what_a_lost_worker_left_undone(
     ModelVersion.objects.filter(pk=v1.pk).update(predictions_path="")
     services.training_runs_mend(now=timezone.now() + timedelta(days=2))
     assert sent == []
+
+
+def test_compare_names_a_bad_pick(client, labeled_project, reviewer):
+    _run(labeled_project)
+    _run(labeled_project)
+    client.force_login(reviewer)
+    url = reverse("modeling:compare", args=[labeled_project.pk])
+    assert b"Version 9 does not exist" in client.get(url + "?a=1&b=9").content
+    assert b"Pick two different versions" in client.get(url + "?a=2&b=2").content
+    assert b"compare-table" in client.get(url).content  # no pick: the two newest

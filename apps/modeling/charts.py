@@ -29,6 +29,24 @@ class Series:
     labels: list[str] = field(default_factory=list)
 
 
+def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """Round tick values covering [low, high] (steps of 1, 2 or 5 times a power of ten)."""
+    import math
+
+    span = (high - low) or 1.0
+    raw = span / max(1, count - 1)
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+    first = math.floor(low / step) * step
+    ticks = []
+    value = first
+    while value <= high + step * 1e-9:
+        if value >= low - step * 1e-9:
+            ticks.append(round(value, 10))
+        value += step
+    return ticks
+
+
 def _fmt(value: float) -> str:
     return f"{value:.2f}".rstrip("0").rstrip(".") if value != int(value) else str(int(value))
 
@@ -43,6 +61,7 @@ def line_chart(
     y_range: tuple[float, float] = (0.0, 1.0),
     diagonal: bool = False,
     x_ticks: list[tuple[float, str]] | None = None,
+    legend: str | None = "lower right",
 ) -> SafeString:
     """A chart of lines in the unit square (or the given ranges), with a legend."""
     x0, x1 = x_range
@@ -63,8 +82,7 @@ def line_chart(
         f"<title>{escape(title)}</title>",
         f'<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" class="plot"/>',
     ]
-    for i in range(5):
-        value = y0 + span_y * i / 4
+    for value in nice_ticks(y0, y1):
         y = py(value)
         parts.append(
             f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
@@ -73,11 +91,13 @@ def line_chart(
             f'<text x="{LEFT - 5}" y="{y + 4:.1f}" class="tick" text-anchor="end">'
             f"{_fmt(value)}</text>"
         )
-    ticks = x_ticks or [(x0 + span_x * i / 4, _fmt(x0 + span_x * i / 4)) for i in range(5)]
-    for value, text in ticks:
+    ticks = x_ticks or [(v, _fmt(v)) for v in nice_ticks(x0, x1)]
+    for i, (value, text) in enumerate(ticks):
         x = px(value)
+        # The last tick ends at the plot's edge, so that it is not cut off.
+        anchor = "end" if i == len(ticks) - 1 and x > LEFT + plot_w - 20 else "middle"
         parts.append(
-            f'<text x="{x:.1f}" y="{TOP + plot_h + 14}" class="tick" text-anchor="middle">'
+            f'<text x="{x:.1f}" y="{TOP + plot_h + 14}" class="tick" text-anchor="{anchor}">'
             f"{escape(text)}</text>"
         )
     if diagonal:
@@ -117,26 +137,48 @@ def line_chart(
         f'<text x="12" y="{TOP + plot_h / 2:.1f}" class="axis" text-anchor="middle" '
         f'transform="rotate(-90 12 {TOP + plot_h / 2:.1f})">{escape(y_label)}</text>'
     )
-    legend_y = TOP + 12
+    # The legend sits in a corner of the plot on a white box, above the curves.
+    if not legend or not series:
+        parts.append("</svg>")
+        return mark_safe("".join(parts))  # every text in it is escaped above
+    width = 8 + 6.2 * max(len(s.name) for s in series) + 22
+    height = 14 * len(series) + 6
+    box_x = LEFT + 4 if "left" in legend else LEFT + plot_w - width - 4
+    box_y = TOP + 4 if "upper" in legend else TOP + plot_h - height - 4
+    parts.append(
+        f'<rect x="{box_x:.1f}" y="{box_y:.1f}" width="{width:.1f}" height="{height}" '
+        'class="legend-box"/>'
+    )
     for n, s in enumerate(series):
         color = s.color or PALETTE[n % len(PALETTE)]
-        y = legend_y + 14 * n
+        y = box_y + 14 * n + 14
         dash = ' stroke-dasharray="5 4"' if s.dashed else ""
         parts.append(
-            f'<line x1="{LEFT + plot_w - 110}" x2="{LEFT + plot_w - 94}" y1="{y - 4}" '
-            f'y2="{y - 4}" stroke="{color}" stroke-width="2"{dash}/>'
-            f'<text x="{LEFT + plot_w - 90}" y="{y}" class="legend">{escape(s.name)}</text>'
+            f'<line x1="{box_x + 6:.1f}" x2="{box_x + 22:.1f}" y1="{y - 4:.1f}" '
+            f'y2="{y - 4:.1f}" stroke="{color}" stroke-width="2"{dash}/>'
+            f'<text x="{box_x + 26:.1f}" y="{y:.1f}" class="legend">{escape(s.name)}</text>'
         )
     parts.append("</svg>")
     return mark_safe("".join(parts))
 
 
+def _area(xs: list[float], ys: list[float]) -> float:
+    import numpy as np
+
+    return float(np.trapezoid(ys, xs)) if hasattr(np, "trapezoid") else float(np.trapz(ys, xs))
+
+
 def roc_chart(
     curves: dict, extra: dict | None = None, names: tuple[str, str] = ("", "")
 ) -> SafeString:
-    series = [Series(names[0] or "ROC", curves["roc"]["fpr"], curves["roc"]["tpr"])]
+    def name(label: str, c: dict) -> str:
+        return f"{label or 'ROC'} (AUC {_area(c['roc']['fpr'], c['roc']['tpr']):.2f})"
+
+    series = [Series(name(names[0], curves), curves["roc"]["fpr"], curves["roc"]["tpr"])]
     if extra:
-        series.append(Series(names[1], extra["roc"]["fpr"], extra["roc"]["tpr"], dashed=True))
+        series.append(
+            Series(name(names[1], extra), extra["roc"]["fpr"], extra["roc"]["tpr"], dashed=True)
+        )
     return line_chart(
         series,
         title=f"ROC curve of {curves['class']}",
@@ -163,6 +205,7 @@ def pr_chart(
         title=f"Precision-recall curve of {curves['class']}",
         x_label="Recall",
         y_label="Precision",
+        legend="upper right",
     )
 
 
@@ -185,6 +228,7 @@ def calibration_chart(curves: dict) -> SafeString:
         x_label="Predicted probability",
         y_label="Observed share",
         diagonal=True,
+        legend=None,
     )
 
 
@@ -228,4 +272,5 @@ def slices_chart(
         x_range=(0, max(1, len(periods) - 1)),
         y_range=y_range,
         x_ticks=ticks,
+        legend="lower left",
     )

@@ -40,16 +40,27 @@ class ObjectiveForm(forms.Form):
     )
     cost_matrix = forms.CharField(
         required=False,
-        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "0 1\n10 0"}),
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "e.g.  0 1 / 10 0"}),
         label="Cost matrix (expected cost)",
         help_text="One row per true class, one column per decided class, in the project's class "
         "order; numbers separated by spaces.",
     )
     note = forms.CharField(required=False, max_length=300, label="Why the change")
 
+    # Which metrics use which parameter: the page shows a field only for those.
+    FIELD_METRICS = {
+        "positive_class": "roc_auc pr_auc f_beta recall_at_precision precision_at_k",
+        "beta": "f_beta",
+        "min_precision": "recall_at_precision",
+        "k": "precision_at_k",
+        "cost_matrix": "expected_cost",
+    }
+
     def __init__(self, *args: Any, classes: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.classes = classes
+        for name, metrics in self.FIELD_METRICS.items():
+            self.fields[name].metrics = metrics  # read by the template as field.field.metrics
         self.fields["positive_class"].choices = [("", "(the last class)")] + [
             (c, c) for c in classes
         ]
@@ -77,6 +88,10 @@ class ObjectiveForm(forms.Form):
                 raise forms.ValidationError(
                     f"Row {number} holds something that is not a number."
                 ) from error
+            if len(rows[-1]) != len(rows[0]):
+                raise forms.ValidationError(
+                    f"Row {number} has {len(rows[-1])} numbers, row 1 has {len(rows[0])}."
+                )
         return rows
 
     def service_fields(self) -> dict[str, Any]:
@@ -87,8 +102,9 @@ class TrainingConfigForm(forms.Form):
     model_family = forms.ChoiceField(choices=ModelFamily.choices, label="Model family")
     class_weight = forms.ChoiceField(
         required=False,
-        choices=[("", "None"), ("balanced", "Balanced (rare classes weigh more)")],
+        choices=[("", "None"), ("balanced", "Balanced")],
         label="Class weighting",
+        help_text="Balanced: a rare class weighs as much as a common one.",
     )
     window_months = forms.IntegerField(
         required=False,
@@ -104,7 +120,7 @@ class TrainingConfigForm(forms.Form):
     )
     hyperparameters = forms.CharField(
         required=False,
-        widget=forms.Textarea(attrs={"rows": 2, "placeholder": '{"C": 0.5}'}),
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "{} (the defaults)"}),
         help_text='JSON, e.g. {"C": 0.5} (logistic regression), {"max_iter": 300, '
         '"learning_rate": 0.05} (gradient boosting), {"n_estimators": 300} (random forest).',
     )

@@ -803,7 +803,7 @@ def monitoring_check(*, project_id: int) -> MonitoringReport:
                     "danger",
                     f"Version {version.number} predicts {found['class']!r} for "
                     f"{found['share']:.1%} of cases",
-                    f"predicted share {found['share']:.3f} ≥ 0.99",
+                    f"{found['share']:.1%} of the {total:,} cases it scored (alert at 99%)",
                     "Target the minority class in the queue, or train with balanced class "
                     "weights, then retrain.",
                 )
@@ -1198,23 +1198,59 @@ def model_versions_compare(
         ("ROC AUC", "roc_auc"),
         ("PR AUC", "pr_auc"),
         ("Macro F1", "macro_f1"),
-        ("Cross-validated objective", "cv_objective"),
     ):
         rows.append({"label": label, "a": metric(a, key), "b": metric(b, key), "number": True})
-    for label, getter in (
-        ("Chosen under", lambda v: str(v.objective) if v.objective_id else "Accuracy (default)"),
-        ("Its objective on its held-out cases", lambda v: v.objective_value),
-        ("Model family", lambda v: v.model_family),
-        ("Decision threshold", lambda v: v.threshold),
-        ("Trained on", lambda v: v.metrics.get("n_train")),
-        ("Held-out cases", lambda v: v.metrics.get("n_test")),
-        ("Held-out period", lambda v: " – ".join(v.metrics.get("test_period") or []) or "—"),
-        ("Training window", lambda v: (v.metrics.get("window") or {}).get("months") or "all data"),
-        ("Features", lambda v: len(v.training_run.feature_names)),
-        ("Seed", lambda v: v.training_run.seed),
+
+    def chosen_under(v: ModelVersion) -> str:
+        return (v.evaluation or {}).get("objective_label") or "Accuracy"
+
+    same_objective = chosen_under(a) == chosen_under(b)
+    for label, getter, kind in (
+        ("Chosen under", chosen_under, "text"),
+        (
+            "Its objective, held-out" + ("" if same_objective else " (each its own)"),
+            lambda v: v.objective_value,
+            "number",
+        ),
+        (
+            "Its objective, cross-validated" + ("" if same_objective else " (each its own)"),
+            lambda v: v.metrics.get("cv_objective"),
+            "number",
+        ),
+        ("Model family", lambda v: v.get_model_family_display(), "text"),
+        (
+            "Decision threshold",
+            lambda v: f"{v.threshold:.3f}" if v.threshold is not None else "most probable class",
+            "text",
+        ),
+        ("Trained on (cases)", lambda v: v.metrics.get("n_train"), "count"),
+        ("Held-out cases", lambda v: v.metrics.get("n_test"), "count"),
+        (
+            "Held-out period",
+            lambda v: " – ".join(v.metrics.get("test_period") or []) or "—",
+            "text",
+        ),
+        (
+            "Training window",
+            lambda v: (
+                f"last {months} months"
+                if (months := (v.metrics.get("window") or {}).get("months"))
+                else "all data"
+            ),
+            "text",
+        ),
+        ("Features", lambda v: len(v.training_run.feature_names), "count"),
+        ("Seed", lambda v: v.training_run.seed, "text"),
     ):
-        va, vb = getter(a), getter(b)
-        rows.append({"label": label, "a": va, "b": vb, "number": isinstance(va, float)})
+        rows.append(
+            {
+                "label": label,
+                "a": getter(a),
+                "b": getter(b),
+                "number": kind == "number",
+                "count": kind == "count",
+            }
+        )
     return {"common": common, "rows": rows, "slices": slices}
 
 

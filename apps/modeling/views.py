@@ -3,6 +3,7 @@ configuration, versions, deploy and rollback), a run's evaluation, and two versi
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.contrib import messages
@@ -10,6 +11,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from apps.modeling import charts, selectors, services
@@ -77,9 +79,12 @@ def models_page(request: HttpRequest, project_id: int) -> HttpResponse:
     features = [f.name for f in project_features(project=project)]
     objective = selectors.objective_current(project=project)
     config = selectors.training_config_current(project=project)
-    objective_form = ObjectiveForm(initial=ObjectiveForm.initial_from(objective), classes=classes)
+    # Prefixed: both forms have a note, and ids must stay unique on the page.
+    objective_form = ObjectiveForm(
+        initial=ObjectiveForm.initial_from(objective), classes=classes, prefix="objective"
+    )
     config_form = TrainingConfigForm(
-        initial=TrainingConfigForm.initial_from(config), features=features
+        initial=TrainingConfigForm.initial_from(config), features=features, prefix="config"
     )
     status = 200
     if request.method == "POST":
@@ -87,7 +92,7 @@ def models_page(request: HttpRequest, project_id: int) -> HttpResponse:
             raise Http404  # reviewers see the page; only data scientists change it
         which = request.POST.get("form")
         if which == "objective":
-            objective_form = ObjectiveForm(request.POST, classes=classes)
+            objective_form = ObjectiveForm(request.POST, classes=classes, prefix="objective")
             if objective_form.is_valid():
                 try:
                     services.objective_change(
@@ -99,7 +104,7 @@ def models_page(request: HttpRequest, project_id: int) -> HttpResponse:
                     messages.success(request, "Objective saved. The next run is chosen under it.")
                     return redirect("modeling:models", project.pk)
         elif which == "config":
-            config_form = TrainingConfigForm(request.POST, features=features)
+            config_form = TrainingConfigForm(request.POST, features=features, prefix="config")
             if config_form.is_valid():
                 try:
                     services.training_config_change(
@@ -216,6 +221,12 @@ def run_page(request: HttpRequest, project_id: int, run_id: int) -> HttpResponse
         "is_production": bool(deployment and version and deployment.model_version_id == version.pk),
         "production": deployment.model_version if deployment else None,
         "classes": list(access.project.classes),
+        "params_json": json.dumps(run.params, indent=1, sort_keys=True),
+        "slices_newest_first": sorted(
+            (version.evaluation or {}).get("slices", []) if version else [],
+            key=lambda row: row["period"],
+            reverse=True,
+        ),
     }
     template = "modeling/run.html"
     if request.htmx and request.GET.get("fragment") == "reproduction":
@@ -237,11 +248,10 @@ def reproduce(request: HttpRequest, project_id: int, run_id: int) -> HttpRespons
     except ValidationError as error:
         messages.error(request, " ".join(error.messages))
     else:
-        messages.success(
-            request,
-            f"Reproducing run {run.pk} in the worker; this page shows the result when done.",
+        messages.info(
+            request, f"Reproducing run {run.pk} in the worker; the result appears below when done."
         )
-    return redirect("modeling:run", access.project.pk, run.pk)
+    return redirect(reverse("modeling:run", args=[access.project.pk, run.pk]) + "#reproduction")
 
 
 @login_required
@@ -249,26 +259,38 @@ def reproduce(request: HttpRequest, project_id: int, run_id: int) -> HttpRespons
 def compare_page(request: HttpRequest, project_id: int) -> HttpResponse:
     access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
     project = access.project
-    numbers = []
-    for key in ("a", "b"):
-        try:
-            numbers.append(int(request.GET.get(key, "")))
-        except ValueError:
-            numbers.append(None)
     versions = list(selectors.model_version_list(project=project)[:100])
     by_number = {v.number: v for v in versions}
-    if None in numbers and len(versions) >= 2:
+    numbers: list[int | None] = []
+    problems = []
+    for key in ("a", "b"):
+        raw = request.GET.get(key, "")
+        try:
+            numbers.append(int(raw))
+        except ValueError:
+            numbers.append(None)
+            if raw:
+                problems.append(f"{raw!r} is not a version number.")
+    if numbers == [None, None] and len(versions) >= 2:
         numbers = [versions[1].number, versions[0].number]
-    a, b = by_number.get(numbers[0]), by_number.get(numbers[1])
+    for number in numbers:
+        if number is not None and number not in by_number:
+            problems.append(f"Version {number} does not exist in this project.")
+    if numbers[0] is not None and numbers[0] == numbers[1]:
+        problems.append("Pick two different versions.")
+    a, b = (None, None) if problems else (by_number.get(numbers[0]), by_number.get(numbers[1]))
     context: dict[str, Any] = {
         "project": project,
         "access": access,
         "versions": versions,
         "a": a,
         "b": b,
+        "problems": problems,
+        "objective": selectors.objective_current(project=project),
+        "picked": numbers,
     }
     if a and b:
-        objective = selectors.objective_current(project=project)
+        objective = context["objective"]
         context["comparison"] = services.model_versions_compare(a=a, b=b, objective=objective)
         context["objective"] = objective
         curves_a = (a.evaluation or {}).get("curves")

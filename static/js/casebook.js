@@ -24,3 +24,23 @@
     if (event.detail.successful) document.getElementById("request-error")?.remove();
   });
 })();
+
+// Forms that ask before doing something consequential (deploy, roll back): data-confirm.
+document.addEventListener("submit", (event) => {
+  const question = event.target.dataset?.confirm;
+  if (question && !window.confirm(question)) event.preventDefault();
+});
+
+// The objective form shows only the parameters of the chosen metric (data-metrics on a field).
+(() => {
+  const form = document.getElementById("objective-form");
+  if (!form) return;
+  const sync = () => {
+    const chosen = form.querySelector("input[type=radio][name$=metric]:checked")?.value;
+    form.querySelectorAll("[data-metrics]").forEach((field) => {
+      field.hidden = !field.dataset.metrics.split(" ").includes(chosen);
+    });
+  };
+  form.addEventListener("change", sync);
+  sync();
+})();

@@ -97,7 +97,9 @@ def objective_check(spec: ObjectiveSpec, classes: list[str]) -> None:
     if spec.metric == "precision_at_k" and spec.k < 1:
         raise ObjectiveError("k must be at least 1.")
     if spec.metric == "expected_cost":
-        matrix = np.asarray(spec.cost_matrix, dtype=float) if spec.cost_matrix else None
+        rows = spec.cost_matrix or []
+        ragged = any(not isinstance(r, list | tuple) or len(r) != len(rows[0]) for r in rows)
+        matrix = None if ragged or not rows else np.asarray(rows, dtype=float)
         if matrix is None or matrix.shape != (len(classes), len(classes)):
             raise ObjectiveError(
                 f"The cost matrix must be {len(classes)}×{len(classes)} "
