@@ -399,8 +399,12 @@ def training_data(
     if params.get("window_months") and len(keep):
         window["from"] = str(occurred[keep].min())[:10]
         window["to"] = str(occurred[keep].max())[:10]
+    rows = position[keep]
+    # One copy of the rows wanted (and only then of the columns wanted).
+    every_column = columns == list(range(len(matrix.feature_names)))
+    X = matrix.values[rows] if every_column else matrix.values[np.ix_(rows, columns)]
     return TrainingData(
-        X=matrix.values[position[keep]][:, columns],
+        X=X,
         y=snapshot_values[keep],
         occurred_at=occurred[keep],
         case_ids=snapshot_case_ids[keep],

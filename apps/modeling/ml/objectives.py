@@ -13,11 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import (
-    accuracy_score,
     average_precision_score,
-    balanced_accuracy_score,
-    fbeta_score,
     precision_recall_curve,
     roc_auc_score,
 )
@@ -156,20 +154,50 @@ def objective_value(
         k = min(spec.k, len(scores))
         top = np.argsort(-scores, kind="stable")[:k]
         return float(is_pos[top].mean())
-    decided = np.asarray(classes, dtype=object)[decide(proba, threshold, pos)]
-    if metric == "accuracy":
-        return float(accuracy_score(y_true, decided))
-    if metric == "balanced_accuracy":
-        return float(balanced_accuracy_score(y_true, decided))
-    if metric == "f_beta":
-        return float(fbeta_score(is_pos, decided == classes[pos], beta=spec.beta, zero_division=0))
-    if metric == "expected_cost":
-        matrix = np.asarray(spec.cost_matrix, dtype=float)
-        index = {c: i for i, c in enumerate(classes)}
-        true_i = np.fromiter((index[v] for v in y_true), dtype=np.int64, count=len(y_true))
-        decided_i = decide(proba, threshold, pos)
-        return float(matrix[true_i, decided_i].mean())
-    raise ObjectiveError(f"Unknown metric {metric!r}")
+    if metric not in DECISION_METRICS:
+        raise ObjectiveError(f"Unknown metric {metric!r}")
+    y_index = class_indices(y_true, classes)
+    return _decision_value(
+        spec, _confusion(y_index, decide(proba, threshold, pos), len(classes)), pos
+    )
+
+
+DECISION_METRICS = {"accuracy", "balanced_accuracy", "f_beta", "expected_cost"}
+
+
+def class_indices(values: np.ndarray, classes: list[str]) -> np.ndarray:
+    """Each label's position in `classes`, as integers (labels outside them are refused)."""
+    codes = pd.Categorical(np.asarray(values, dtype=object), categories=classes).codes
+    if (codes < 0).any():
+        unknown = sorted({str(v) for v in np.asarray(values)[codes < 0]})[:5]
+        raise ObjectiveError(f"Labels outside the project's classes: {', '.join(unknown)}.")
+    return codes.astype(np.int64)
+
+
+def _confusion(y_index: np.ndarray, decided: np.ndarray, k: int) -> np.ndarray:
+    return np.bincount(y_index * k + decided, minlength=k * k).reshape(k, k)
+
+
+def _decision_value(spec: ObjectiveSpec, confusion: np.ndarray, pos: int) -> float:
+    """A threshold-dependent objective from the confusion matrix (rows: true, columns:
+    decided), as scikit-learn defines it; counting from integers is what lets the threshold
+    search try two hundred thresholds on fifty thousand cases in milliseconds."""
+    n = confusion.sum()
+    if spec.metric == "accuracy":
+        return float(np.trace(confusion) / n)
+    if spec.metric == "balanced_accuracy":
+        support = confusion.sum(axis=1)
+        present = support > 0
+        return float(np.mean(np.diag(confusion)[present] / support[present]))
+    if spec.metric == "f_beta":
+        tp = confusion[pos, pos]
+        fp = confusion[:, pos].sum() - tp
+        fn = confusion[pos, :].sum() - tp
+        b2 = spec.beta**2
+        denominator = (1 + b2) * tp + b2 * fn + fp
+        return float((1 + b2) * tp / denominator) if denominator else 0.0
+    matrix = np.asarray(spec.cost_matrix, dtype=float)
+    return float((confusion * matrix).sum() / n)
 
 
 def better(spec: ObjectiveSpec, a: float | None, b: float | None) -> bool:
@@ -201,9 +229,15 @@ def threshold_choose(
         precision, _, thresholds = precision_recall_curve(is_pos, scores)
         ok = np.flatnonzero(precision[:-1] >= spec.min_precision)
         return float(thresholds[ok[0]]) if len(ok) else float(thresholds[-1])
+    y_index = class_indices(y_true, classes)
+    others = proba.copy()
+    others[:, pos] = -1.0
+    fallback = others.argmax(axis=1)
+    k = len(classes)
     best_t, best_v = None, None
     for t in candidates:
-        value = objective_value(spec, y_true, proba, classes, float(t))
+        decided = np.where(scores >= t, pos, fallback)
+        value = _decision_value(spec, _confusion(y_index, decided, k), pos)
         if better(spec, value, best_v):
             best_t, best_v = float(t), value
     return best_t

@@ -34,6 +34,7 @@ from sklearn.preprocessing import StandardScaler
 from apps.modeling.ml.objectives import (
     ObjectiveSpec,
     better,
+    class_indices,
     decide,
     objective_value,
     positive_index,
@@ -220,15 +221,19 @@ def evaluate(
 ) -> dict[str, Any]:
     objective = objective or ObjectiveSpec()
     positive = positive_index(objective, classes)
-    predicted = np.asarray(classes, dtype=object)[decide(proba, threshold, positive)]
+    # Integer class positions rather than class names: scikit-learn's metrics sort and compare
+    # labels, which on a few hundred thousand Python strings took seconds.
+    y_index = class_indices(y_true, classes)
+    decided = decide(proba, threshold, positive)
+    labels = list(range(len(classes)))
     precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, predicted, labels=classes, zero_division=0
+        y_index, decided, labels=labels, zero_division=0
     )
     metrics: dict[str, Any] = {
-        "accuracy": float(accuracy_score(y_true, predicted)),
-        "balanced_accuracy": float(balanced_accuracy_score(y_true, predicted)),
+        "accuracy": float(accuracy_score(y_index, decided)),
+        "balanced_accuracy": float(balanced_accuracy_score(y_index, decided)),
         "macro_f1": float(
-            f1_score(y_true, predicted, labels=classes, average="macro", zero_division=0)
+            f1_score(y_index, decided, labels=labels, average="macro", zero_division=0)
         ),
         "roc_auc": None,
         "pr_auc": None,
@@ -239,21 +244,20 @@ def evaluate(
                 "recall": float(recall[i]),
                 "f1": float(f1[i]),
                 "support": int(support[i]),
-                "predicted_share": float(np.mean(predicted == cls)),
+                "predicted_share": float(np.mean(decided == i)),
             }
             for i, cls in enumerate(classes)
         },
-        "confusion_matrix": confusion_matrix(y_true, predicted, labels=classes).tolist(),
+        "confusion_matrix": confusion_matrix(y_index, decided, labels=labels).tolist(),
     }
-    present = set(np.unique(y_true))
-    if present == set(classes):
+    if len(np.unique(y_index)) == len(classes):
         if len(classes) == 2:
-            metrics["roc_auc"] = float(roc_auc_score(y_true == classes[1], proba[:, 1]))
+            metrics["roc_auc"] = float(roc_auc_score(y_index == 1, proba[:, 1]))
         else:
             metrics["roc_auc"] = float(
-                roc_auc_score(y_true, proba, labels=classes, multi_class="ovr")
+                roc_auc_score(y_index, proba, labels=labels, multi_class="ovr")
             )
-    is_pos = np.asarray(y_true) == classes[positive]
+    is_pos = y_index == positive
     if is_pos.any() and not is_pos.all():
         metrics["pr_auc"] = float(average_precision_score(is_pos, proba[:, positive]))
     return metrics
