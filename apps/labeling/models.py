@@ -76,13 +76,21 @@ class Skip(models.Model):
 
 
 class CaseScore(models.Model):
-    """The newest model's prediction for a case, written by the modeling worker.
+    """The production model's prediction for a case, written by the modeling worker.
 
     Labeling reads its own table instead of importing the modeling app.
+
+    Derived data, replaced wholesale at each deploy from the version's stored predictions: the
+    foreign keys are not checked by the database (Django still cascades deletes), because
+    PostgreSQL's deferred check of a million rows at commit took 8 s of every deploy.
     """
 
-    case = models.OneToOneField(Case, on_delete=models.CASCADE, related_name="score")
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    case = models.OneToOneField(
+        Case, on_delete=models.CASCADE, related_name="score", db_constraint=False
+    )
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="+", db_constraint=False
+    )
     model_version_number = models.PositiveIntegerField()
     predicted_label = models.CharField(max_length=100)
     confidence = models.FloatField()

@@ -313,7 +313,7 @@ def _out_of_fold(
     proba = np.zeros((len(y), len(classes)))
     fold_of = np.zeros(len(y), dtype=np.int64)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for fold, (fit_i, held_i) in enumerate(splitter.split(X, y)):
+    for fold, (fit_i, held_i) in enumerate(splitter.split(X, class_indices(y, classes))):
         if len(set(y[fit_i].tolist())) < 2:
             raise TrainingError("A cross-validation fold holds only one class.")
         model = build_pipeline(params, seed, family).fit(X[fit_i], y[fit_i])
@@ -341,7 +341,9 @@ def cross_validate(
     limit = int(params.get("cv_max_cases", DEFAULT_PARAMS["cv_max_cases"]))
     used = np.arange(len(y))
     if len(y) > limit:
-        used, _ = train_test_split(used, train_size=limit, random_state=seed, stratify=y)
+        # Stratified on integer class positions: on class names the split sorted strings.
+        strata = class_indices(y, classes)
+        used, _ = train_test_split(used, train_size=limit, random_state=seed, stratify=strata)
         used = np.sort(used)
         folds = _cv_folds(y[used], folds)
     if folds < 2:
