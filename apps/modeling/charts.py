@@ -66,21 +66,23 @@ def line_chart(
     """A chart of lines in the unit square (or the given ranges), with a legend."""
     x0, x1 = x_range
     y0, y1 = y_range
+    # A legend above the plot takes a line of its own there.
+    top = TOP + 18 if legend == "above" else TOP
     span_x = (x1 - x0) or 1.0
     span_y = (y1 - y0) or 1.0
-    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - top - BOTTOM
 
     def px(x: float) -> float:
         return LEFT + (x - x0) / span_x * plot_w
 
     def py(y: float) -> float:
-        return TOP + (1 - (y - y0) / span_y) * plot_h
+        return top + (1 - (y - y0) / span_y) * plot_h
 
     parts = [
         f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
         f'aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">',
         f"<title>{escape(title)}</title>",
-        f'<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" class="plot"/>',
+        f'<rect x="{LEFT}" y="{top}" width="{plot_w}" height="{plot_h}" class="plot"/>',
     ]
     for value in nice_ticks(y0, y1):
         y = py(value)
@@ -95,9 +97,9 @@ def line_chart(
     for i, (value, text) in enumerate(ticks):
         x = px(value)
         # The last tick ends at the plot's edge, so that it is not cut off.
-        anchor = "end" if i == len(ticks) - 1 and x > LEFT + plot_w - 20 else "middle"
+        anchor = "end" if i == len(ticks) - 1 and x >= LEFT + plot_w - 1 else "middle"
         parts.append(
-            f'<text x="{x:.1f}" y="{TOP + plot_h + 14}" class="tick" text-anchor="{anchor}">'
+            f'<text x="{x:.1f}" y="{top + plot_h + 14}" class="tick" text-anchor="{anchor}">'
             f"{escape(text)}</text>"
         )
     if diagonal:
@@ -134,17 +136,30 @@ def line_chart(
         f"{escape(x_label)}</text>"
     )
     parts.append(
-        f'<text x="12" y="{TOP + plot_h / 2:.1f}" class="axis" text-anchor="middle" '
-        f'transform="rotate(-90 12 {TOP + plot_h / 2:.1f})">{escape(y_label)}</text>'
+        f'<text x="12" y="{top + plot_h / 2:.1f}" class="axis" text-anchor="middle" '
+        f'transform="rotate(-90 12 {top + plot_h / 2:.1f})">{escape(y_label)}</text>'
     )
     # The legend sits in a corner of the plot on a white box, above the curves.
     if not legend or not series:
         parts.append("</svg>")
         return mark_safe("".join(parts))  # every text in it is escaped above
+    if legend == "above":
+        x = LEFT
+        for n, s in enumerate(series):
+            color = s.color or PALETTE[n % len(PALETTE)]
+            dash = ' stroke-dasharray="5 4"' if s.dashed else ""
+            parts.append(
+                f'<line x1="{x:.1f}" x2="{x + 16:.1f}" y1="{TOP}" y2="{TOP}" stroke="{color}" '
+                f'stroke-width="2"{dash}/>'
+                f'<text x="{x + 20:.1f}" y="{TOP + 4}" class="legend">{escape(s.name)}</text>'
+            )
+            x += 20 + 6.2 * len(s.name) + 14
+        parts.append("</svg>")
+        return mark_safe("".join(parts))  # every text in it is escaped above
     width = 8 + 6.2 * max(len(s.name) for s in series) + 22
     height = 14 * len(series) + 6
     box_x = LEFT + 4 if "left" in legend else LEFT + plot_w - width - 4
-    box_y = TOP + 4 if "upper" in legend else TOP + plot_h - height - 4
+    box_y = top + 4 if "upper" in legend else top + plot_h - height - 4
     parts.append(
         f'<rect x="{box_x:.1f}" y="{box_y:.1f}" width="{width:.1f}" height="{height}" '
         'class="legend-box"/>'
@@ -262,7 +277,8 @@ def slices_chart(
                 ],
             )
         )
-    step = max(1, len(periods) // 6)
+    # At most five month labels, so that they never run into each other.
+    step = max(1, -(-len(periods) // 5))
     ticks = [(i, periods[i]) for i in range(0, len(periods), step)]
     return line_chart(
         series,
@@ -272,5 +288,5 @@ def slices_chart(
         x_range=(0, max(1, len(periods) - 1)),
         y_range=y_range,
         x_ticks=ticks,
-        legend="lower left",
+        legend="above",
     )

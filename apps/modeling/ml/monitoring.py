@@ -7,9 +7,10 @@ from typing import Any
 
 import numpy as np
 
+# Fewer labeled cases than this are too noisy to call a model stale on.
+from apps.modeling.ml.training import MIN_SLICE_CASES
+
 PSI_BINS = 10
-# A slice with fewer labeled cases than this is too noisy to call a model stale on.
-MIN_SLICE_CASES = 20
 
 
 def population_stability(

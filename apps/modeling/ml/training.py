@@ -55,6 +55,8 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "cv_max_cases": 50_000,
 }
 MIN_LABELED_CASES = 10
+# Fewer cases than this in a month: the month's objective is not computed.
+MIN_SLICE_CASES = 20
 CURVE_POINTS = 200
 CALIBRATION_BINS = 10
 
@@ -286,9 +288,12 @@ def month_slices(
                 "period": str(month),
                 "n": len(here),
                 "positives": int(np.sum(y_true[here] == positive)),
+                # A month with a handful of cases says nothing: counted, not scored.
                 "objective": objective_value(
                     objective, y_true[here], proba[here], classes, threshold
-                ),
+                )
+                if len(here) >= MIN_SLICE_CASES
+                else None,
                 "source": source,
             }
         )
