@@ -366,3 +366,24 @@ class AlertOut(serializers.Serializer):
     title = serializers.CharField()
     figure = serializers.CharField()
     action = serializers.CharField()
+
+
+class LabelIssueOut(serializers.Serializer):
+    case_id = serializers.IntegerField()
+    external_id = serializers.CharField(source="case.external_id")
+    given_label = serializers.CharField()
+    suggested_label = serializers.CharField()
+    suggested_probability = serializers.FloatField()
+    label_quality = serializers.FloatField()
+    is_label_issue = serializers.BooleanField()
+    misclassified = serializers.BooleanField()
+    labeled_by = serializers.CharField(source="labeled_by.username", default=None)
+    labeled_at = serializers.DateTimeField()
+    occurred_at = serializers.DateTimeField()
+    model_version = serializers.IntegerField(source="model_version.number")
+
+
+class LabelIssuePageOut(serializers.Serializer):
+    count = serializers.IntegerField()
+    next_after = serializers.CharField(allow_null=True)
+    results = LabelIssueOut(many=True)

@@ -59,6 +59,11 @@ urlpatterns = [
     ),
     path("projects/<int:project_id>/alerts", views.AlertListApi.as_view(), name="alerts"),
     path(
+        "projects/<int:project_id>/label-issues/",
+        views.LabelIssueListApi.as_view(),
+        name="label-issues",
+    ),
+    path(
         "training-runs/<int:run_id>/reproduce",
         views.TrainingRunReproduceApi.as_view(),
         name="training-run-reproduce",

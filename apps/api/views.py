@@ -8,7 +8,7 @@ from pathlib import Path
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
@@ -35,6 +35,8 @@ from apps.projects.selectors import (
     project_list_for_user,
 )
 from apps.projects.services import FeatureSpec
+from apps.review import selectors as review_selectors
+from apps.review.selectors import BoardFilters
 
 
 def _case_out(case: Case, blind: bool = False) -> dict:
@@ -518,3 +520,45 @@ class TrainingRunReproduceApi(APIView):
         modeling_services.training_run_reproduce_request(run=run)
         run.refresh_from_db()
         return Response(s.TrainingRunOut(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class LabelIssueListApi(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("kind", str, description="issues (default), misclassified or all"),
+            OpenApiParameter("given", str),
+            OpenApiParameter("suggested", str),
+            OpenApiParameter("max_quality", float),
+            OpenApiParameter("min_confidence", float),
+            OpenApiParameter("max_confidence", float),
+            OpenApiParameter("annotator", str, description="username"),
+            OpenApiParameter("month", str, description="YYYY-MM of the case"),
+            OpenApiParameter("after", str, description="next_after of the previous page"),
+            OpenApiParameter("limit", int, description="1-500, default 50"),
+        ],
+        responses=s.LabelIssuePageOut,
+    )
+    def get(self, request: Request, project_id: int) -> Response:
+        """Likely label errors (confident learning on out-of-sample probabilities), most
+        likely wrong first, filtered and paged by keyset."""
+        access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
+        filters = BoardFilters.from_query(request.query_params)
+        try:
+            limit = min(500, max(1, int(request.query_params.get("limit", 50))))
+        except ValueError:
+            filters.errors.append("limit is not a number.")
+            limit = 50
+        if filters.errors:
+            return Response(
+                {"detail": filters.errors[0], "errors": {"query": filters.errors}},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        rows, following = review_selectors.label_issue_page(
+            project=access.project, filters=filters, limit=limit
+        )
+        body = {
+            "count": review_selectors.label_issue_count(project=access.project, filters=filters),
+            "next_after": f"{following[0]!r},{following[1]}" if following else None,
+            "results": s.LabelIssueOut(rows, many=True).data,
+        }
+        return Response(body)

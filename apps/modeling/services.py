@@ -72,6 +72,7 @@ logger = logging.getLogger(__name__)
 RUN_TASK = "modeling.run_training"
 APPLY_TASK = "modeling.apply_deployment"
 PREDICT_TASK = "modeling.store_predictions"
+LABEL_ISSUES_TASK = "review.find_label_issues"
 
 
 def stale_run_after() -> timedelta:
@@ -499,6 +500,9 @@ def _train(run: TrainingRun, written: list[Path]) -> None:
     # dies in it (see training_runs_mend).
     version_predictions_store(version_id=version.pk, pipeline=result.pipeline, matrix=matrix)
     TrainingRun.objects.filter(pk=run.pk).update(progress=100, progress_message="Done")
+    # The chain goes on in a task of its own (the review board's label issues), by name: the
+    # modeling app does not import the review app.
+    transaction.on_commit(lambda: _enqueue(LABEL_ISSUES_TASK, version.pk))
 
 
 def _predictions_path(version: ModelVersion) -> Path:

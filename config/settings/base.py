@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "apps.cases",
     "apps.labeling",
     "apps.modeling",
+    "apps.review",
     "apps.workbench",
     "apps.api",
 ]
@@ -161,6 +162,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ROUTES = {
     "modeling.apply_deployment": {"queue": "default"},
     "modeling.*": {"queue": "ml"},
+    "review.*": {"queue": "ml"},
 }
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_BEAT_SCHEDULE = {

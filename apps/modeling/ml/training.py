@@ -305,7 +305,7 @@ def _cv_folds(y: np.ndarray, wanted: int) -> int:
     return int(min(wanted, counts.min())) if len(counts) >= 2 else 0
 
 
-def _out_of_fold(
+def out_of_fold(
     X: np.ndarray,
     y: np.ndarray,
     classes: list[str],
@@ -360,7 +360,7 @@ def cross_validate(
     summary: dict[str, Any] = {"folds": folds, "n": len(used), "families": {}}
     for i, family in enumerate(families):
         report(25 + int(20 * i / len(families)), f"Cross-validating {family} ({folds} folds)")
-        proba, fold_of = _out_of_fold(X[used], y[used], classes, params, seed, family, folds)
+        proba, fold_of = out_of_fold(X[used], y[used], classes, params, seed, family, folds)
         threshold = threshold_choose(objective, y[used], proba, classes)
         per_fold = [
             objective_value(

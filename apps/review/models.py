@@ -1,0 +1,62 @@
+"""Error analysis: each labeled case's out-of-sample verdict from the newest model version,
+ranked by how likely its label is wrong."""
+
+from django.conf import settings
+from django.db import models
+
+from apps.cases.models import Case
+from apps.labeling.models import Label
+from apps.modeling.models import ModelVersion
+from apps.projects.models import Project
+
+
+class LabelIssue(models.Model):
+    """One labeled case as confident learning sees it (cleanlab): the label given, the class
+    the out-of-fold probabilities suggest, and the label's quality score (lower: more likely
+    wrong). Rows are replaced for a whole project when a newer version's are computed."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="+")
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="+")
+    label = models.ForeignKey(Label, on_delete=models.CASCADE, related_name="+")
+    given_label = models.CharField(max_length=100)
+    suggested_label = models.CharField(max_length=100)
+    suggested_probability = models.FloatField()
+    given_probability = models.FloatField()
+    label_quality = models.FloatField()
+    is_label_issue = models.BooleanField()
+    misclassified = models.BooleanField()
+    labeled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    labeled_at = models.DateTimeField()
+    occurred_at = models.DateTimeField(null=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["project", "label_quality", "id"], name="label_issue_rank_idx"),
+        ]
+
+    def __str__(self) -> str:
+        verdict = f"{self.given_label} → {self.suggested_label}"
+        return f"{self.case_id}: {verdict} ({self.label_quality:.2f})"
+
+
+class LabelIssueComputation(models.Model):
+    """When, from which version and how the project's label issues were last found."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="+")
+    cases = models.PositiveIntegerField()
+    issues = models.PositiveIntegerField()
+    misclassified = models.PositiveIntegerField()
+    folds = models.PositiveSmallIntegerField()
+    model_family = models.CharField(max_length=60)
+    seconds = models.FloatField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"label issues of {self.project} from v{self.model_version_id}"

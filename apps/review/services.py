@@ -1,0 +1,146 @@
+"""Writes of the review app: finding likely label errors after a run, and sending cases back
+to clinicians from the board."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from apps.accounts.models import User
+from apps.cases.models import Case
+from apps.cases.selectors import case_feature_matrix
+from apps.labeling.models import Label, LabelTask, TaskKind, TaskStatus
+from apps.labeling.services import task_open
+from apps.modeling.ml.training import out_of_fold
+from apps.modeling.models import ModelVersion
+from apps.modeling.services import training_data
+from apps.projects.models import Project
+from apps.review.models import LabelIssue, LabelIssueComputation
+from apps.review.ranking import label_verdicts
+
+logger = logging.getLogger(__name__)
+
+FOLDS = 5
+MAX_TASKS_AT_ONCE = 500
+
+
+def label_issues_find(*, version_id: int) -> LabelIssueComputation | None:
+    """Cross-validate the version's model family on the version's own label snapshot, rank
+    every labeled case with confident learning, and replace the project's board with it.
+
+    Idempotent; skips a version older than the one the board already shows."""
+    version = ModelVersion.objects.select_related("training_run", "project").get(pk=version_id)
+    project = version.project
+    last = LabelIssueComputation.objects.filter(project=project).first()
+    if last is not None and last.model_version.number >= version.number:
+        return None
+    started = time.monotonic()
+    run = version.training_run
+    frame = pd.read_parquet(Path(run.snapshot_path))
+    matrix = case_feature_matrix(project_id=project.pk)
+    data = training_data(
+        snapshot_case_ids=frame["case_id"].to_numpy(np.int64),
+        snapshot_values=frame["label"].to_numpy(object),
+        matrix=matrix,
+        params=run.params,
+    )
+    label_ids = frame.set_index("case_id").loc[data.case_ids, "label_id"].to_numpy(np.int64)
+    classes = list(project.classes)
+    _, counts = np.unique(data.y, return_counts=True)
+    folds = int(min(FOLDS, counts.min())) if len(counts) > 1 else 0
+    if folds < 2:
+        logger.info("project %s: too few labels of a class to find label issues", project.pk)
+        return None
+    proba, _ = out_of_fold(
+        data.X, data.y, classes, run.params, run.seed, version.model_family, folds
+    )
+    verdicts = label_verdicts(data.y, proba, classes)
+    authors = dict(Label.objects.filter(pk__in=label_ids.tolist()).values_list("pk", "author_id"))
+    stamps = dict(Label.objects.filter(pk__in=label_ids.tolist()).values_list("pk", "created_at"))
+    occurred = pd.to_datetime(data.occurred_at).tz_localize("UTC")
+    rows = [
+        LabelIssue(
+            project=project,
+            model_version=version,
+            case_id=int(case_id),
+            label_id=int(label_id),
+            given_label=classes[verdicts.given[i]],
+            suggested_label=classes[verdicts.suggested[i]],
+            suggested_probability=float(proba[i, verdicts.suggested[i]]),
+            given_probability=float(proba[i, verdicts.given[i]]),
+            label_quality=float(verdicts.quality[i]),
+            is_label_issue=bool(verdicts.is_issue[i]),
+            misclassified=bool(verdicts.suggested[i] != verdicts.given[i]),
+            labeled_by_id=authors.get(int(label_id)),
+            labeled_at=stamps[int(label_id)],
+            occurred_at=None if pd.isna(occurred[i]) else occurred[i].to_pydatetime(),
+        )
+        for i, (case_id, label_id) in enumerate(zip(data.case_ids, label_ids, strict=True))
+    ]
+    with transaction.atomic():
+        LabelIssue.objects.filter(project=project).delete()
+        LabelIssue.objects.bulk_create(rows, batch_size=2000)
+        computation = LabelIssueComputation.objects.create(
+            project=project,
+            model_version=version,
+            cases=len(rows),
+            issues=int(verdicts.is_issue.sum()),
+            misclassified=int(np.sum(verdicts.suggested != verdicts.given)),
+            folds=folds,
+            model_family=version.model_family,
+            seconds=time.monotonic() - started,
+        )
+    logger.info(
+        "project %s: %s likely label errors among %s labeled cases (v%s)",
+        project.pk,
+        computation.issues,
+        computation.cases,
+        version.number,
+    )
+    return computation
+
+
+def relabel_tasks_open(
+    *,
+    project: Project,
+    case_ids: list[int],
+    created_by: User,
+    reason: str,
+    assignee: User | None = None,
+) -> tuple[int, int]:
+    """Send cases back for relabeling from the board. Returns (opened, already open): a case
+    that already has an open relabel task is not asked twice."""
+    if not case_ids:
+        raise ValidationError("Select at least one case.")
+    if len(case_ids) > MAX_TASKS_AT_ONCE:
+        raise ValidationError(f"At most {MAX_TASKS_AT_ONCE} cases at once, not {len(case_ids)}.")
+    if not reason.strip():
+        raise ValidationError({"reason": "Say why: the clinician sees it with the case."})
+    cases = list(Case.objects.filter(project=project, pk__in=case_ids))
+    if len(cases) != len(set(case_ids)):
+        raise ValidationError("Some selected cases are not in this project.")
+    pending = set(
+        LabelTask.objects.filter(
+            case__in=cases, kind=TaskKind.RELABEL, status=TaskStatus.OPEN
+        ).values_list("case_id", flat=True)
+    )
+    opened = 0
+    with transaction.atomic():
+        for case in cases:
+            if case.pk in pending:
+                continue
+            task_open(
+                case=case,
+                kind=TaskKind.RELABEL,
+                created_by=created_by,
+                reason=f"From the review board: {reason.strip()}",
+                assignee=assignee,
+            )
+            opened += 1
+    return opened, len(pending)

@@ -1,0 +1,76 @@
+"""The review board page and the relabel request it sends."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from apps.projects.models import Role
+from apps.projects.selectors import membership_list, membership_user, project_get_for_user
+from apps.review import selectors, services
+from apps.review.selectors import KINDS, BoardFilters
+
+
+@login_required
+@require_GET
+def board(request: HttpRequest, project_id: int) -> HttpResponse:
+    access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
+    project = access.project
+    filters = BoardFilters.from_query(request.GET)
+    rows, following = selectors.label_issue_page(project=project, filters=filters)
+    context = {
+        "project": project,
+        "access": access,
+        "filters": filters,
+        "kinds": KINDS,
+        "rows": rows,
+        "next_query": filters.query_string(after=f"{following[0]!r},{following[1]}")
+        if following
+        else None,
+        "first_query": filters.query_string() if filters.after else None,
+        "total": selectors.label_issue_count(project=project, filters=filters),
+        "computation": selectors.label_issue_computation_latest(project=project),
+        "by_month": selectors.error_rates_by_month(project=project),
+        "by_annotator": selectors.error_rates_by_annotator(project=project),
+        "members": membership_list(project=project),
+        "return_to": request.get_full_path(),
+    }
+    return render(request, "review/board.html", context, status=400 if filters.errors else 200)
+
+
+@login_required
+@require_POST
+def relabel(request: HttpRequest, project_id: int) -> HttpResponse:
+    access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
+    project = access.project
+    back = request.POST.get("return_to") or ""
+    if not back.startswith(f"/projects/{project.pk}/review/"):
+        back = f"/projects/{project.pk}/review/"
+    try:
+        case_ids = [int(c) for c in request.POST.getlist("case")]
+        username = request.POST.get("assignee", "")
+        assignee = membership_user(project=project, username=username) if username else None
+        if username and assignee is None:
+            raise ValidationError(f"{username} is not a member of this project.")
+        opened, pending = services.relabel_tasks_open(
+            project=project,
+            case_ids=case_ids,
+            created_by=request.user,
+            reason=request.POST.get("reason", ""),
+            assignee=assignee,
+        )
+    except ValueError:
+        messages.error(request, "The selection was not understood; nothing was sent.")
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages) + " Nothing was sent.")
+    else:
+        who = f"to {assignee.username}" if assignee else "to the clinicians' pool"
+        text = f"Opened {opened} relabel task{'s' if opened != 1 else ''} {who}."
+        if pending:
+            text += f" {pending} already had one and {'was' if pending == 1 else 'were'} skipped."
+        messages.success(request, text)
+    return redirect(back)

@@ -1,0 +1,136 @@
+"""The review board: confident learning finds the demo's deliberately wrong labels, the board
+filters and pages them, and a reviewer sends them back to clinicians."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+from rest_framework.test import APIClient
+
+from apps.labeling.models import LabelTask, TaskKind
+from apps.modeling import services as modeling_services
+from apps.modeling.models import RunStatus, RunTrigger
+from apps.review import services
+from apps.review.models import LabelIssue
+from apps.review.selectors import BoardFilters, label_issue_page
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def wdbc(settings, tmp_path):
+    """The breast-cancer demo project (40 of 398 labels flipped on purpose), trained once."""
+    from apps.workbench import demo_data
+    from apps.workbench.demo import demo_project_load, demo_users_ensure
+
+    settings.CASEBOOK_MODEL_DIR = tmp_path / "models"
+    users = demo_users_ensure(password="a-long-test-password")
+    dataset = demo_data.breast_cancer()
+    project = demo_project_load(dataset=dataset, users=users).project
+    run, _ = modeling_services.training_run_request(project=project, trigger=RunTrigger.MANUAL)
+    run = modeling_services.training_run_execute(run_id=run.pk)
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    return project, dataset, users, run.model_version
+
+
+def test_confident_learning_finds_most_of_the_flipped_labels(wdbc):
+    project, dataset, _, version = wdbc
+    computation = services.label_issues_find(version_id=version.pk)
+    assert computation.cases == 398 and computation.folds == 5
+    flagged = set(
+        LabelIssue.objects.filter(project=project, is_label_issue=True).values_list(
+            "case__external_id", flat=True
+        )
+    )
+    flipped = set(dataset.flipped_external_ids)
+    found = flagged & flipped
+    # Most of the 40 deliberate errors, and mostly deliberate errors among what is flagged.
+    assert len(found) / len(flipped) >= 0.7, (len(found), len(flagged))
+    assert len(found) / len(flagged) >= 0.7, (len(found), len(flagged))
+    # The ranking puts them first: of the 40 lowest label-quality scores, most are flipped.
+    lowest = LabelIssue.objects.filter(project=project).order_by("label_quality")[:40]
+    assert sum(i.case.external_id in flipped for i in lowest) >= 28
+    # The suggestion for a flipped case is its true class.
+    for issue in LabelIssue.objects.filter(project=project, case__external_id__in=found):
+        assert issue.suggested_label == dataset.true_labels[issue.case.external_id]
+    # Idempotent: the same version again changes nothing.
+    assert services.label_issues_find(version_id=version.pk) is None
+
+
+def test_the_board_filters_pages_and_sends_cases_back(client, wdbc):
+    project, dataset, users, version = wdbc
+    services.label_issues_find(version_id=version.pk)
+    reviewer = users["reviewer"]
+    client.force_login(reviewer)
+    url = reverse("review:board", args=[project.pk])
+    page = client.get(url)
+    assert page.status_code == 200
+    assert b"Likely label errors" in page.content
+    # Keyset pages of 10 cover every flagged case once, in rank order.
+    seen, after = [], None
+    while True:
+        filters = BoardFilters.from_query({"kind": "issues", **({"after": after} if after else {})})
+        rows, following = label_issue_page(project=project, filters=filters, limit=10)
+        seen += [(r.label_quality, r.pk) for r in rows]
+        if following is None:
+            break
+        after = f"{following[0]!r},{following[1]}"
+    assert seen == sorted(seen)
+    assert len(seen) == LabelIssue.objects.filter(project=project, is_label_issue=True).count()
+    # Filters: one given class only.
+    given = dataset.classes[0]
+    rows, _ = label_issue_page(
+        project=project, filters=BoardFilters.from_query({"kind": "all", "given": given}), limit=500
+    )
+    assert rows and {r.given_label for r in rows} == {given}
+    bad = client.get(url + "?max_quality=high&month=May")
+    assert b"max quality &#x27;high&#x27; is not a number" in bad.content
+    assert b"is not YYYY-MM" in bad.content
+    # Send the five most likely errors back to the pool, with a reason.
+    top = LabelIssue.objects.filter(project=project, is_label_issue=True).order_by(
+        "label_quality"
+    )[:5]
+    ids = [i.case_id for i in top]
+    response = client.post(
+        reverse("review:relabel", args=[project.pk]),
+        {"case": ids, "reason": "the model disagrees strongly", "assignee": ""},
+        follow=True,
+    )
+    assert b"Opened 5 relabel tasks" in response.content
+    tasks = LabelTask.objects.filter(project=project, kind=TaskKind.RELABEL)
+    assert sorted(tasks.values_list("case_id", flat=True)) == sorted(ids)
+    assert all("the model disagrees strongly" in t.reason for t in tasks)
+    again = client.post(
+        reverse("review:relabel", args=[project.pk]),
+        {"case": ids, "reason": "again", "assignee": ""},
+        follow=True,
+    )
+    assert b"5 already had one" in again.content
+    assert tasks.count() == 5
+    # Clinicians do not see the board.
+    client.force_login(users["clinician"])
+    assert client.get(url).status_code == 403
+
+
+def test_label_issues_api(wdbc, outsider):
+    project, _, users, version = wdbc
+    services.label_issues_find(version_id=version.pk)
+    api = APIClient()
+    api.force_authenticate(users["reviewer"])
+    body = api.get(f"/api/projects/{project.pk}/label-issues/?kind=issues&limit=5").json()
+    assert len(body["results"]) == 5 and body["next_after"]
+    first = body["results"][0]
+    assert {"case_id", "external_id", "given_label", "suggested_label", "label_quality"} <= set(
+        first
+    )
+    scores = [r["label_quality"] for r in body["results"]]
+    assert scores == sorted(scores)
+    more = api.get(
+        f"/api/projects/{project.pk}/label-issues/?kind=issues&limit=5&after={body['next_after']}"
+    ).json()
+    assert more["results"][0]["label_quality"] >= scores[-1]
+    assert api.get(f"/api/projects/{project.pk}/label-issues/?max_quality=x").status_code == 400
+    api.force_authenticate(users["clinician"])
+    assert api.get(f"/api/projects/{project.pk}/label-issues/").status_code == 403
+    api.force_authenticate(outsider)
+    assert api.get(f"/api/projects/{project.pk}/label-issues/").status_code == 404
