@@ -87,9 +87,9 @@ def test_the_board_filters_pages_and_sends_cases_back(client, wdbc):
     assert b"max quality &#x27;high&#x27; is not a number" in bad.content
     assert b"is not YYYY-MM" in bad.content
     # Send the five most likely errors back to the pool, with a reason.
-    top = LabelIssue.objects.filter(project=project, is_label_issue=True).order_by(
-        "label_quality"
-    )[:5]
+    top = LabelIssue.objects.filter(project=project, is_label_issue=True).order_by("label_quality")[
+        :5
+    ]
     ids = [i.case_id for i in top]
     response = client.post(
         reverse("review:relabel", args=[project.pk]),
@@ -134,3 +134,84 @@ def test_label_issues_api(wdbc, outsider):
     assert api.get(f"/api/projects/{project.pk}/label-issues/").status_code == 403
     api.force_authenticate(outsider)
     assert api.get(f"/api/projects/{project.pk}/label-issues/").status_code == 404
+
+
+def test_relabel_that_disagrees_goes_to_adjudication_and_history_keeps_every_row(
+    client, project, clinician, reviewer, data_scientist, import_frame
+):
+    from apps.accounts.models import User
+    from apps.cases.models import Case
+    from apps.labeling.models import Label, TaskStatus
+    from apps.labeling.services import label_record, queue_next
+    from apps.projects.models import Role
+    from apps.projects.services import membership_set
+    from tests.conftest import make_cases_frame
+
+    import_frame(project, data_scientist, make_cases_frame(30, labeled=0.0, seed=1))
+    second = User.objects.create_user(username="sam", password="a-long-test-password")
+    membership_set(project=project, username="sam", role=Role.CLINICIAN)
+    case = Case.objects.filter(project=project).first()
+    label_record(case=case, value="heart_failure", author=clinician)
+
+    opened, pending = services.relabel_tasks_open(
+        project=project,
+        case_ids=[case.pk],
+        created_by=reviewer,
+        reason="NT-proBNP does not fit",
+        assignee=second,
+    )
+    assert (opened, pending) == (1, 0)
+    lease = queue_next(project=project, user=second, role=Role.CLINICIAN)
+    assert lease.case_id == case.pk and lease.task.kind == TaskKind.RELABEL
+    # Blind by default: the questioned label is not on the page, nor in the API's case.
+    client.force_login(second)
+    page = client.get(reverse("labeling:label", args=[project.pk])).content.decode()
+    assert "Relabel blind" in page and "This case's labels" not in page
+    api = APIClient()
+    api.force_authenticate(second)
+    assert api.get(f"/api/projects/{project.pk}/queue/next").json()["current_label"] == ""
+
+    label_record(case=case, value="no_heart_failure", author=second, task=lease.task)
+    adjudication = LabelTask.objects.get(case=case, kind=TaskKind.ADJUDICATE)
+    assert adjudication.status == TaskStatus.OPEN and adjudication.assignee is None
+    assert "sam relabeled it no_heart_failure; it was heart_failure" in adjudication.reason
+    # The reviewer's decision becomes the current label; every row stays.
+    held = queue_next(project=project, user=reviewer, role=Role.REVIEWER)
+    assert held.task_id == adjudication.pk
+    label_record(case=case, value="heart_failure", author=reviewer, task=adjudication)
+    case.refresh_from_db()
+    assert case.current_label == "heart_failure"
+    history = list(Label.objects.filter(case=case).order_by("id").values_list("kind", "value"))
+    assert history == [
+        ("labeled", "heart_failure"),
+        ("relabeled", "no_heart_failure"),
+        ("adjudicated", "heart_failure"),
+    ]
+    adjudication.refresh_from_db()
+    assert adjudication.status == TaskStatus.DONE
+
+
+def test_a_relabel_that_agrees_needs_no_adjudication_and_blindness_is_a_setting(
+    client, project, clinician, reviewer, data_scientist, import_frame
+):
+    from apps.cases.models import Case
+    from apps.labeling.services import label_record, queue_next
+    from apps.projects.models import Role
+    from tests.conftest import make_cases_frame
+
+    import_frame(project, data_scientist, make_cases_frame(10, labeled=0.0, seed=2))
+    project.relabel_blind = False
+    project.save(update_fields=["relabel_blind"])
+    case = Case.objects.filter(project=project).first()
+    label_record(case=case, value="heart_failure", author=reviewer)
+    services.relabel_tasks_open(
+        project=project, case_ids=[case.pk], created_by=reviewer, reason="check", assignee=clinician
+    )
+    lease = queue_next(project=project, user=clinician, role=Role.CLINICIAN)
+    client.force_login(clinician)
+    page = client.get(reverse("labeling:label", args=[project.pk])).content.decode()
+    i = page.find("Relabel blind")
+    assert i < 0, page[i - 300 : i + 100]
+    assert "This case's labels" in page
+    label_record(case=case, value="heart_failure", author=clinician, task=lease.task)
+    assert not LabelTask.objects.filter(case=case, kind=TaskKind.ADJUDICATE).exists()

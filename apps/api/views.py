@@ -21,6 +21,7 @@ from apps.cases.models import Case
 from apps.cases.selectors import case_features_dict, case_get_in_project
 from apps.labeling import selectors as labeling_selectors
 from apps.labeling import services as labeling_services
+from apps.labeling.models import TaskKind
 from apps.modeling import selectors as modeling_selectors
 from apps.modeling import services as modeling_services
 from apps.modeling.models import RunTrigger, TrainingRun
@@ -168,9 +169,10 @@ class QueueNextApi(APIView):
         )
         if lease is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        blind = lease.task_id is None and labeling_selectors.case_blind_for(
-            case=lease.case, user=request.user
-        )
+        if lease.task_id is None:
+            blind = labeling_selectors.case_blind_for(case=lease.case, user=request.user)
+        else:
+            blind = lease.task.kind == TaskKind.RELABEL and access.project.relabel_blind
         return Response({**_case_out(lease.case, blind), "lease": s.LeaseOut(lease).data})
 
 

@@ -216,6 +216,22 @@ def _release_task_holders(task_id: int, now) -> None:
     )
 
 
+def _adjudication_open(case_id: int, project_id: int, created_by: User, reason: str) -> None:
+    """Open an adjudication of the case for the reviewers' pool, unless one is open."""
+    if LabelTask.objects.filter(
+        case_id=case_id, kind=TaskKind.ADJUDICATE, status=TaskStatus.OPEN
+    ).exists():
+        return
+    LabelTask.objects.create(
+        project_id=project_id,
+        case_id=case_id,
+        kind=TaskKind.ADJUDICATE,
+        assignee=None,
+        reason=reason[:500],
+        created_by=created_by,
+    )
+
+
 def _sync_adjudication(case_id: int, project_id: int, wanted: int, now) -> None:
     """Keep an overlap case's adjudication in step with its independent labels: open one when
     all the labels wanted are in and they disagree, cancel an open one when they no longer do
@@ -386,6 +402,15 @@ def label_record(
             task.label = label
             task.save(update_fields=["status", "closed_by", "closed_at", "label"])
             _release_task_holders(task.pk, now)
+            if task.kind == TaskKind.RELABEL and current_label and current_label != value:
+                _adjudication_open(
+                    case.pk,
+                    project_id,
+                    author,
+                    f"{author.username} relabeled it {value}; it was {current_label}"
+                    + (f" ({newest_username})" if newest_username else "")
+                    + ". Your label settles it.",
+                )
         elif wanted > 1 and (independent or labeled_before):
             _sync_adjudication(case.pk, project_id, wanted, now)
     case.current_label = value

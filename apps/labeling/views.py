@@ -39,7 +39,7 @@ def _case_context(
         lease = None  # a correction of another case: the held lease is not about this one
     task = lease.task if lease is not None and lease.task_id else None
     opinions = {}
-    blind = False
+    blind = blind_relabel = False
     if case is not None:
         features = project_features(project=project)
         values = case_features_dict(case=case, features=features)
@@ -52,6 +52,9 @@ def _case_context(
         # An overlap case is labeled blind: others' labels of it would make the second
         # opinion a copy of the first.
         blind = task is None and selectors.case_blind_for(case=case, user=user)
+        # A relabel is a second look: the project may hide the label being questioned.
+        blind_relabel = task is not None and task.kind == TaskKind.RELABEL and project.relabel_blind
+        blind = blind or blind_relabel
         if not blind:
             history = list(selectors.label_history(case=case)[:5])
         else:
@@ -70,6 +73,7 @@ def _case_context(
         "history": history,
         "seen_label_id": history[0].pk if history else 0,
         "blind": case is not None and blind,
+        "blind_relabel": blind_relabel,
         "class_keys": list(enumerate(project.classes, start=1)),
         "progress": selectors.label_progress(project=project, user=user),
         "recent": selectors.label_recent_for_user(project=project, user=user, limit=5),

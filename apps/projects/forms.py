@@ -57,6 +57,10 @@ class ProjectSettingsForm(forms.Form):
     retrain_quiet_seconds = forms.IntegerField(
         min_value=0, label="…or after this many seconds without new labels"
     )
+    relabel_blind = forms.BooleanField(
+        required=False,
+        label="Relabel blind: hide the questioned label from whoever relabels",
+    )
     auto_deploy = forms.BooleanField(
         required=False,
         label="Deploy every new model version automatically",

@@ -37,6 +37,9 @@ class Project(models.Model):
     )
     # Bumped by the labeling service with every label row; the retrain scheduler compares it
     # with the version a run was trained on.
+    # A clinician answering a relabel task does not see the label being questioned, so that it
+    # does not sway the second look.
+    relabel_blind = models.BooleanField(default=True)
     # Deploy every new model version as soon as it is trained (otherwise only the first;
     # later ones wait for a data scientist to deploy them).
     auto_deploy = models.BooleanField(default=False)

@@ -133,6 +133,7 @@ def project_settings_update(
     retrain_min_new_labels: int,
     retrain_quiet_seconds: int,
     auto_deploy: bool | None = None,
+    relabel_blind: bool | None = None,
     alert_min_class_share: float | None = None,
     alert_stale_margin: float | None = None,
     alert_psi_threshold: float | None = None,
@@ -144,6 +145,7 @@ def project_settings_update(
         raise ValidationError({"retrain_min_new_labels": "Must be at least 1."})
     optional = {
         "auto_deploy": auto_deploy,
+        "relabel_blind": relabel_blind,
         "alert_min_class_share": alert_min_class_share,
         "alert_stale_margin": alert_stale_margin,
         "alert_psi_threshold": alert_psi_threshold,

@@ -57,6 +57,7 @@ def project_settings(request: HttpRequest, project_id: int) -> HttpResponse:
         "retrain_min_new_labels": project.retrain_min_new_labels,
         "retrain_quiet_seconds": project.retrain_quiet_seconds,
         "auto_deploy": project.auto_deploy,
+        "relabel_blind": project.relabel_blind,
         "alert_min_class_share": project.alert_min_class_share,
         "alert_stale_margin": project.alert_stale_margin,
         "alert_psi_threshold": project.alert_psi_threshold,
