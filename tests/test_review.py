@@ -215,3 +215,85 @@ def test_a_relabel_that_agrees_needs_no_adjudication_and_blindness_is_a_setting(
     assert "This case's labels" in page
     label_record(case=case, value="heart_failure", author=clinician, task=lease.task)
     assert not LabelTask.objects.filter(case=case, kind=TaskKind.ADJUDICATE).exists()
+
+
+def test_comments_mention_members_only_and_reach_their_mentions(
+    client, project, clinician, reviewer, data_scientist, outsider, import_frame
+):
+    from apps.cases.models import Case
+    from apps.review.models import Comment, Mention
+    from tests.conftest import make_cases_frame
+
+    import_frame(project, data_scientist, make_cases_frame(5, labeled=1.0, seed=4))
+    case = Case.objects.filter(project=project).first()
+    client.force_login(reviewer)
+    url = reverse("review:comments", args=[project.pk, case.pk])
+    # A mention that would reach nobody is refused, and the draft is kept.
+    refused = client.post(url, {"body": "@olga what do you think?"})
+    assert refused.status_code == 400
+    assert "Not members of this project: @olga" in refused.content.decode()
+    assert "@olga what do you think?" in refused.content.decode()
+    assert not Comment.objects.exists()
+    posted = client.post(url, {"body": f"@{clinician.username} NT-proBNP looks off, @dana too?"})
+    assert posted.status_code == 200 and "NT-proBNP looks off" in posted.content.decode()
+    assert set(Mention.objects.values_list("user__username", flat=True)) == {"clara", "dana"}
+    # Clara's mentions list it; marking it seen keeps it listed, as seen.
+    client.force_login(clinician)
+    page = client.get(reverse("review:mentions"))
+    assert "NT-proBNP looks off" in page.content.decode()
+    mention = Mention.objects.get(user=clinician)
+    client.post(reverse("review:mentions"), {"mention": [mention.pk]})
+    mention.refresh_from_db()
+    assert mention.seen_at is not None
+    # The API: the thread, a new comment, the mentions.
+    api = APIClient()
+    api.force_authenticate(clinician)
+    thread = api.get(f"/api/cases/{case.pk}/comments").json()
+    assert [c["author"] for c in thread] == ["rafael"]
+    reply = api.post(f"/api/cases/{case.pk}/comments", {"body": "@rafael agreed"}, format="json")
+    assert reply.status_code == 201
+    api.force_authenticate(reviewer)
+    assert api.get("/api/mentions/?unseen=1").json()[0]["body"] == "@rafael agreed"
+    empty = api.post(f"/api/cases/{case.pk}/comments", {"body": "  "}, format="json")
+    assert empty.status_code == 400
+    # Someone outside the project sees neither the thread nor the mentions.
+    api.force_authenticate(outsider)
+    assert api.get(f"/api/cases/{case.pk}/comments").status_code == 404
+    client.force_login(outsider)
+    assert client.get(url).status_code == 404
+    assert "NT-proBNP" not in client.get(reverse("review:mentions")).content.decode()
+
+
+def test_saved_views_and_annotator_agreement(client, wdbc):
+    from apps.labeling.services import label_record
+    from apps.review.models import SavedView
+    from apps.review.selectors import annotator_agreement
+
+    project, dataset, users, version = wdbc
+    services.label_issues_find(version_id=version.pk)
+    client.force_login(users["reviewer"])
+    save = reverse("review:save_view", args=[project.pk])
+    response = client.post(
+        save,
+        {"name": "confident misses", "query": "kind=misclassified&min_confidence=0.9"},
+        follow=True,
+    )
+    assert "Saved the view “confident misses”" in response.content.decode()
+    view = SavedView.objects.get(project=project)
+    assert view.query == "kind=misclassified&min_confidence=0.9"
+    board = client.get(reverse("review:board", args=[project.pk])).content.decode()
+    assert "confident misses" in board
+    again = client.post(save, {"name": "confident misses", "query": "kind=all"}, follow=True)
+    assert "exists already" in again.content.decode()
+    bad = client.post(save, {"name": "x", "query": "min_confidence=lots"}, follow=True)
+    assert "is not a number" in bad.content.decode()
+    # Agreement with adjudication: two clinicians labeled a case, the reviewer settled it.
+    from apps.cases.models import Case
+
+    case = Case.objects.filter(project=project, current_label="").first()
+    label_record(case=case, value=dataset.classes[0], author=users["clinician"])
+    label_record(case=case, value=dataset.classes[1], author=users["clinician2"])
+    label_record(case=case, value=dataset.classes[1], author=users["reviewer"], kind="adjudicated")
+    agreement = annotator_agreement(project=project)
+    assert agreement["clinician"] == {"adjudicated": 1, "agreed": 0, "share": 0.0}
+    assert agreement["clinician2"] == {"adjudicated": 1, "agreed": 1, "share": 1.0}

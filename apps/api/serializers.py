@@ -387,3 +387,26 @@ class LabelIssuePageOut(serializers.Serializer):
     count = serializers.IntegerField()
     next_after = serializers.CharField(allow_null=True)
     results = LabelIssueOut(many=True)
+
+
+class CommentOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    case = serializers.IntegerField(source="case_id")
+    author = serializers.CharField(source="author.username")
+    body = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class CommentIn(serializers.Serializer):
+    body = serializers.CharField(max_length=5000, allow_blank=True)
+
+
+class MentionOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    project = serializers.IntegerField(source="comment.project_id")
+    case = serializers.IntegerField(source="comment.case_id")
+    external_id = serializers.CharField(source="comment.case.external_id")
+    author = serializers.CharField(source="comment.author.username")
+    body = serializers.CharField(source="comment.body")
+    created_at = serializers.DateTimeField(source="comment.created_at")
+    seen_at = serializers.DateTimeField(allow_null=True)

@@ -70,5 +70,7 @@ urlpatterns = [
     ),
     path("cases/<int:case_id>/labels", views.CaseLabelApi.as_view(), name="case-labels"),
     path("cases/<int:case_id>/skip", views.CaseSkipApi.as_view(), name="case-skip"),
+    path("cases/<int:case_id>/comments", views.CaseCommentApi.as_view(), name="case-comments"),
+    path("mentions/", views.MentionListApi.as_view(), name="mentions"),
     path("training-runs/<int:run_id>/", views.TrainingRunDetailApi.as_view(), name="training-run"),
 ]

@@ -37,6 +37,7 @@ from apps.projects.selectors import (
 )
 from apps.projects.services import FeatureSpec
 from apps.review import selectors as review_selectors
+from apps.review import services as review_services
 from apps.review.selectors import BoardFilters
 
 
@@ -564,3 +565,37 @@ class LabelIssueListApi(APIView):
             "results": s.LabelIssueOut(rows, many=True).data,
         }
         return Response(body)
+
+
+class CaseCommentApi(APIView):
+    @extend_schema(responses=s.CommentOut(many=True))
+    def get(self, request: Request, case_id: int) -> Response:
+        """A case's discussion, oldest first (empty while the caller labels it blind)."""
+        case, _ = _case_for_user(request, case_id)
+        if labeling_selectors.case_blind_for(case=case, user=request.user):
+            return Response([])
+        return Response(
+            s.CommentOut(review_selectors.comment_thread(case_id=case.pk), many=True).data
+        )
+
+    @extend_schema(request=s.CommentIn, responses={201: s.CommentOut})
+    def post(self, request: Request, case_id: int) -> Response:
+        """Comment on a case; @name mentions must be members of the project."""
+        case, _ = _case_for_user(request, case_id)
+        data = s.CommentIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        comment = review_services.comment_add(
+            case=case, author=request.user, body=data.validated_data["body"]
+        )
+        return Response(s.CommentOut(comment).data, status=status.HTTP_201_CREATED)
+
+
+class MentionListApi(APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("unseen", bool, description="only those not yet seen")],
+        responses=s.MentionOut(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        unseen = request.query_params.get("unseen") in ("1", "true", "yes")
+        found = review_selectors.mentions_for(user=request.user, unseen_only=unseen)
+        return Response(s.MentionOut(found, many=True).data)

@@ -60,3 +60,58 @@ class LabelIssueComputation(models.Model):
 
     def __str__(self) -> str:
         return f"label issues of {self.project} from v{self.model_version_id}"
+
+
+class SavedView(models.Model):
+    """A named slice of the board (its filters), shared by the project's reviewers."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=80)
+    query = models.CharField(max_length=500)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="saved_view_unique_name")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Comment(models.Model):
+    """A message in a case's discussion; never edited or deleted, like labels."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="comments")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    body = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["case", "id"], name="comment_thread_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.author} on case {self.case_id}"
+
+
+class Mention(models.Model):
+    """A member named with @ in a comment: their list of mentions shows it until seen."""
+
+    comment = models.ForeignKey(Comment, on_delete=models.CASCADE, related_name="mentions")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    seen_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["comment", "user"], name="mention_once_per_comment")
+        ]
+        indexes = [models.Index(fields=["user", "seen_at"], name="mention_inbox_idx")]
+
+    def __str__(self) -> str:
+        return f"@{self.user} in comment {self.comment_id}"

@@ -9,8 +9,9 @@ from datetime import datetime
 from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncMonth
 
+from apps.labeling.models import Label, LabelKind
 from apps.projects.models import Project
-from apps.review.models import LabelIssue, LabelIssueComputation
+from apps.review.models import Comment, LabelIssue, LabelIssueComputation, Mention, SavedView
 
 KINDS = {
     "issues": "Likely label errors",
@@ -168,12 +169,82 @@ def error_rates_by_annotator(*, project: Project) -> list[dict]:
         )
         .order_by("labeled_by__username")
     )
+    agreement = annotator_agreement(project=project)
     return [
         {
             "username": r["labeled_by__username"] or "(imported)",
             "labels": r["labels"],
             "issues": r["issues"],
             "share": r["issues"] / r["labels"] if r["labels"] else 0.0,
+            "adjudicated": agreement.get(r["labeled_by__username"], {}).get("adjudicated", 0),
+            "agreed": agreement.get(r["labeled_by__username"], {}).get("agreed", 0),
         }
         for r in rows
+    ] + [
+        {
+            "username": username,
+            "labels": 0,
+            "issues": 0,
+            "share": 0.0,
+            "adjudicated": row["adjudicated"],
+            "agreed": row["agreed"],
+        }
+        for username, row in agreement.items()
+        if username not in {r["labeled_by__username"] for r in rows}
     ]
+
+
+def saved_views(*, project: Project) -> QuerySet[SavedView]:
+    return SavedView.objects.filter(project=project).select_related("created_by")
+
+
+def comment_thread(*, case_id: int) -> QuerySet[Comment]:
+    return Comment.objects.filter(case_id=case_id).select_related("author").order_by("id")
+
+
+def mentions_for(*, user, unseen_only: bool = False, limit: int = 100) -> list[Mention]:
+    """The user's mentions, newest first, in projects they still belong to."""
+    mentions = Mention.objects.filter(
+        user=user, comment__project__memberships__user=user
+    ).select_related("comment__author", "comment__case", "comment__project")
+    if unseen_only:
+        mentions = mentions.filter(seen_at__isnull=True)
+    return list(mentions.order_by("-id")[:limit])
+
+
+def mentions_unseen_count(*, user) -> int:
+    return Mention.objects.filter(
+        user=user, seen_at__isnull=True, comment__project__memberships__user=user
+    ).count()
+
+
+def annotator_agreement(*, project: Project) -> dict[str, dict]:
+    """Per clinician, on the cases a reviewer adjudicated: how often the clinician's own last
+    label before the adjudication was the adjudicated value."""
+    adjudicated = Label.objects.filter(project=project, kind=LabelKind.ADJUDICATED).values_list(
+        "id", "case_id", "value", "author_id"
+    )
+    decisions = {}
+    for label_id, case_id, value, author_id in adjudicated.order_by("id"):
+        decisions[case_id] = (label_id, value, author_id)
+    if not decisions:
+        return {}
+    earlier = (
+        Label.objects.filter(case_id__in=list(decisions))
+        .exclude(kind__in=[LabelKind.ADJUDICATED, LabelKind.UNDONE])
+        .values_list("id", "case_id", "value", "author__username", "author_id")
+        .order_by("id")
+    )
+    last_by_author: dict[tuple[int, str], str] = {}
+    for label_id, case_id, value, username, author_id in earlier:
+        decision_id, _, adjudicator = decisions[case_id]
+        if label_id < decision_id and author_id != adjudicator:
+            last_by_author[(case_id, username)] = value
+    result: dict[str, dict] = {}
+    for (case_id, username), value in last_by_author.items():
+        row = result.setdefault(username, {"adjudicated": 0, "agreed": 0})
+        row["adjudicated"] += 1
+        row["agreed"] += value == decisions[case_id][1]
+    for row in result.values():
+        row["share"] = row["agreed"] / row["adjudicated"]
+    return result

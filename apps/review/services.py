@@ -4,13 +4,15 @@ to clinicians from the board."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from apps.accounts.models import User
 from apps.cases.models import Case
@@ -20,9 +22,10 @@ from apps.labeling.services import task_open
 from apps.modeling.ml.training import out_of_fold
 from apps.modeling.models import ModelVersion
 from apps.modeling.services import training_data
-from apps.projects.models import Project
-from apps.review.models import LabelIssue, LabelIssueComputation
+from apps.projects.models import Membership, Project
+from apps.review.models import Comment, LabelIssue, LabelIssueComputation, Mention, SavedView
 from apps.review.ranking import label_verdicts
+from apps.review.selectors import BoardFilters
 
 logger = logging.getLogger(__name__)
 
@@ -144,3 +147,65 @@ def relabel_tasks_open(
             )
             opened += 1
     return opened, len(pending)
+
+
+MENTION = re.compile(r"(?<![\w.])@([\w.+-]+)")
+MAX_COMMENT = 5000
+
+
+def comment_add(*, case: Case, author: User, body: str) -> Comment:
+    """Add a comment to a case's discussion. Every @name must be a member of the project: a
+    mention that would reach nobody is refused rather than silently dropped."""
+    body = body.strip()
+    if not body:
+        raise ValidationError({"body": "Write something first."})
+    if len(body) > MAX_COMMENT:
+        raise ValidationError({"body": f"At most {MAX_COMMENT} characters, not {len(body)}."})
+    names = list(dict.fromkeys(MENTION.findall(body)))
+    members = {
+        m.user.username: m.user
+        for m in Membership.objects.filter(
+            project_id=case.project_id, user__username__in=names
+        ).select_related("user")
+    }
+    unknown = [n for n in names if n not in members]
+    if unknown:
+        raise ValidationError(
+            {"body": f"Not members of this project: {', '.join('@' + n for n in unknown)}."}
+        )
+    with transaction.atomic():
+        comment = Comment.objects.create(
+            project_id=case.project_id, case=case, author=author, body=body
+        )
+        Mention.objects.bulk_create(
+            Mention(comment=comment, user=user) for user in members.values() if user.pk != author.pk
+        )
+    return comment
+
+
+def mentions_mark_seen(*, user: User, mention_ids: list[int]) -> int:
+    return Mention.objects.filter(user=user, pk__in=mention_ids, seen_at__isnull=True).update(
+        seen_at=timezone.now()
+    )
+
+
+def saved_view_save(*, project: Project, name: str, query: str, created_by: User) -> SavedView:
+    """Name the board's current filters so the team can open the same slice."""
+    from urllib.parse import parse_qsl
+
+    name = name.strip()
+    if not name:
+        raise ValidationError({"name": "Give the view a name."})
+    if len(name) > 80:
+        raise ValidationError({"name": "At most 80 characters."})
+    pairs = [(k, v) for k, v in parse_qsl(query.lstrip("?")) if k != "after"]
+    filters = BoardFilters.from_query(dict(pairs))
+    if filters.errors:
+        raise ValidationError({"query": filters.errors})
+    try:
+        with transaction.atomic():
+            return SavedView.objects.create(
+                project=project, name=name, query=filters.query_string(), created_by=created_by
+            )
+    except IntegrityError:
+        raise ValidationError({"name": f"A view named {name!r} exists already."}) from None

@@ -5,10 +5,12 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from apps.cases.models import Case
+from apps.labeling.selectors import case_blind_for
 from apps.projects.models import Role
 from apps.projects.selectors import membership_list, membership_user, project_get_for_user
 from apps.review import selectors, services
@@ -38,6 +40,8 @@ def board(request: HttpRequest, project_id: int) -> HttpResponse:
         "by_annotator": selectors.error_rates_by_annotator(project=project),
         "members": membership_list(project=project),
         "return_to": request.get_full_path(),
+        "saved_views": selectors.saved_views(project=project),
+        "current_query": filters.query_string(),
     }
     return render(request, "review/board.html", context, status=400 if filters.errors else 200)
 
@@ -74,3 +78,69 @@ def relabel(request: HttpRequest, project_id: int) -> HttpResponse:
             text += f" {pending} already had one and {'was' if pending == 1 else 'were'} skipped."
         messages.success(request, text)
     return redirect(back)
+
+
+@login_required
+@require_POST
+def saved_view_save(request: HttpRequest, project_id: int) -> HttpResponse:
+    access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
+    try:
+        view = services.saved_view_save(
+            project=access.project,
+            name=request.POST.get("name", ""),
+            query=request.POST.get("query", ""),
+            created_by=request.user,
+        )
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+        return redirect(f"/projects/{access.project.pk}/review/?{request.POST.get('query', '')}")
+    messages.success(request, f"Saved the view “{view.name}” for the team.")
+    return redirect(f"/projects/{access.project.pk}/review/?{view.query}")
+
+
+def _thread_context(request: HttpRequest, access, case: Case, **extra) -> dict:
+    return {
+        "project": access.project,
+        "access": access,
+        "case": case,
+        "comments": selectors.comment_thread(case_id=case.pk),
+        "hidden": case_blind_for(case=case, user=request.user),
+        **extra,
+    }
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def comments(request: HttpRequest, project_id: int, case_id: int) -> HttpResponse:
+    """A case's discussion (an htmx partial on the labeling page), and a new comment."""
+    access = project_get_for_user(user=request.user, project_id=project_id)
+    case = Case.objects.filter(project=access.project, pk=case_id).first()
+    if case is None:
+        raise Http404("No such case in this project")
+    status = 200
+    extra: dict = {}
+    if request.method == "POST":
+        try:
+            services.comment_add(case=case, author=request.user, body=request.POST.get("body", ""))
+        except ValidationError as error:
+            extra = {"error": " ".join(error.messages), "draft": request.POST.get("body", "")}
+            status = 400
+    return render(
+        request,
+        "review/_thread.html",
+        _thread_context(request, access, case, **extra),
+        status=status,
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def mentions(request: HttpRequest) -> HttpResponse:
+    """Where the user was @mentioned, across their projects; seen ones can be marked."""
+    if request.method == "POST":
+        ids = [int(i) for i in request.POST.getlist("mention") if i.isdigit()]
+        services.mentions_mark_seen(user=request.user, mention_ids=ids)
+        return redirect("review:mentions")
+    return render(
+        request, "review/mentions.html", {"mentions": selectors.mentions_for(user=request.user)}
+    )
