@@ -1,0 +1,935 @@
+"""Label issues: how well the review board finds deliberately wrong labels, and how long
+finding them takes on a million cases.
+
+1. Quality, on the two demo projects (`apps.workbench.demo_data`), each loaded into PostgreSQL
+   as `load_demo` loads it (`demo_users_ensure`, `demo_project_load`). Version 1 is trained
+   with the default configuration (`training_run_request`, then `training_run_execute`), then
+   `apps.review.services.label_issues_find(version_id=...)` fills the board. The board's top k
+   (LabelIssue ordered by label_quality, id; k = the number of deliberately flipped labels
+   among the labeled cases) is scored against the true flips (`flipped_external_ids`), as is
+   the set cleanlab flagged (`is_label_issue`). Next to it, in the same child process:
+   - cleanlab direct: the same out-of-fold probabilities, recomputed the way the service
+     computes them (its snapshot, feature matrix, `training_data`, `out_of_fold` with the run's
+     parameters, seed and folds; checked against the stored given_probability), passed
+     straight to `cleanlab.filter.find_label_issues(..., return_indices_ranked_by=
+     "self_confidence")`, whose first k are scored;
+   - a random ranking: the mean over 1,000 seeded shuffles (its expectation is k x flips / n);
+   - each model family alone and their average: out-of-fold probabilities of
+     logistic_regression, hist_gradient_boosting and random_forest (`out_of_fold`, same
+     folds and seed), each ranked with `apps.review.ranking.label_verdicts`, and the mean of
+     the three probability matrices ranked the same way.
+   Breast cancer: 569 cases, 398 labeled, 40 flipped. Heart failure: 20,000 patients, 16,577
+   labeled, 2% of them flipped.
+2. Time, on 1,000,000 labeled cases x 30 features (--quick: 100,000): the training
+   benchmark's data (`bench.bench_training.write_training_csv`, imported by its `prepare`
+   step), version 1 trained, then `label_issues_find(version_id=...)` in a child process of
+   its own, split by stage (the functions it calls are wrapped in that process only, as in
+   bench_training; the app is not changed), with its peak memory. "raw" is scikit-learn's
+   `cross_val_predict(method="predict_proba")` of the same pipeline on the same arrays in
+   memory, then cleanlab's `find_label_issues` and `get_label_quality_scores` on those
+   probabilities; its verdicts are compared with the rows ours stored.
+
+The databases are casebook_bench_label_issues and casebook_bench_label_issues_demo (PostgreSQL
+on 127.0.0.1:5432, user postgres), created at the start and dropped at the end; files live in a
+temporary folder.
+
+Run as a module it is either the whole benchmark or one child step:
+    python -m bench.bench_label_issues [--quick]
+    python -m bench.bench_label_issues demo --dataset breast_cancer|heart_failure
+    python -m bench.bench_label_issues train --project-id N
+    python -m bench.bench_label_issues ours --version-id N
+    python -m bench.bench_label_issues raw --size N --seed N --folds N
+(the child steps take the database from DATABASE_URL, as Django does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.bench_training import (  # noqa: E402
+    CLASSES,
+    FEATURES,
+    MAX_ITER,
+    PG_HOST,
+    STAGE_COLUMNS,
+    StageClock,
+    StageTotal,
+    _checkpoint,
+    _status_kb,
+    _table,
+    case_arrays,
+    child_env,
+    write_training_csv,
+)
+from bench.common import SERVER_DSN, emit, reset_peak_rss, run_module  # noqa: E402
+
+LABEL_DB = "casebook_bench_label_issues"
+DEMO_DB = f"{LABEL_DB}_demo"
+# DEBUG off, as a deployed worker runs (config.settings.local keeps every SQL statement).
+SETTINGS = "bench.settings_queue"
+
+DEMO_PATIENTS = 20_000
+RANDOM_SHUFFLES = 1_000
+RANDOM_SEED = 20250402
+# Bounded waits (seconds) of the child steps.
+DEMO_TIMEOUT = 900
+PREPARE_TIMEOUT = 900
+TRAIN_TIMEOUT = 900
+OURS_TIMEOUT = 1800
+RAW_TIMEOUT = 900
+
+WHOLE = "label_issues_find (whole call)"
+ROWS = "build the LabelIssue objects (list comprehension)"
+ROWS_INIT = "LabelIssue.__init__ (Django model)"
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _pg_drop_create(name: str, create: bool) -> None:
+    """Drop (and recreate) one of this benchmark's own databases, never another."""
+    import psycopg
+
+    if not name.startswith(LABEL_DB):
+        raise ValueError(f"not a label-issues benchmark database: {name}")
+    with psycopg.connect(SERVER_DSN, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name]
+        )
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        if create:
+            conn.execute(f"CREATE DATABASE {name}")
+
+
+def _django_setup() -> None:
+    import django
+
+    django.setup()
+
+
+def _train_version(project: Any) -> tuple[Any, float]:
+    """Version 1 of the project with its default configuration, as a manual run: the run
+    and its seconds."""
+    from apps.modeling import services
+    from apps.modeling.models import RunTrigger
+
+    start = time.perf_counter()
+    run, _ = services.training_run_request(project=project, trigger=RunTrigger.MANUAL)
+    run = services.training_run_execute(run_id=run.pk)
+    return run, time.perf_counter() - start
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Quality on a demo project.
+
+
+def _ranking_result(
+    name: str,
+    order: np.ndarray,
+    flagged: np.ndarray | None,
+    flipped: np.ndarray,
+    k: int,
+    seconds: float | None = None,
+) -> dict[str, Any]:
+    """Hits of the first k of `order` (positions, best first) and of the flagged set."""
+    top = order[:k]
+    result: dict[str, Any] = {
+        "name": name,
+        "returned": len(top),
+        "hits": int(flipped[top].sum()),
+        "seconds": seconds,
+    }
+    if flagged is not None:
+        result["flagged"] = int(flagged.sum())
+        result["flagged_hits"] = int((flagged & flipped).sum())
+    return result
+
+
+def child_demo(dataset_name: str, patients: int) -> dict[str, Any]:
+    """Load a demo project, train version 1, fill the board; score it and the alternatives."""
+    _django_setup()
+    import pandas as pd
+    from cleanlab.filter import find_label_issues
+    from django.core.management import call_command
+
+    from apps.cases.models import Case
+    from apps.cases.selectors import case_feature_matrix
+    from apps.modeling.ml.objectives import class_indices
+    from apps.modeling.ml.training import MODEL_FAMILIES, out_of_fold
+    from apps.modeling.models import ModelVersion, RunStatus
+    from apps.modeling.services import training_data
+    from apps.review import services
+    from apps.review.models import LabelIssue
+    from apps.review.ranking import label_verdicts
+    from apps.workbench import demo_data
+    from apps.workbench.demo import demo_project_load, demo_users_ensure
+
+    call_command("migrate", verbosity=0, interactive=False)
+    users = demo_users_ensure()
+    if dataset_name == "heart_failure":
+        dataset = demo_data.heart_failure(n_patients=patients)
+    else:
+        dataset = demo_data.breast_cancer()
+    loaded = demo_project_load(dataset=dataset, users=users)
+    project = loaded.project
+    run, train_s = _train_version(project)
+    result: dict[str, Any] = {
+        "dataset": dataset.name,
+        "cases": loaded.cases,
+        "labels": loaded.labels,
+        "train_s": train_s,
+        "run_status": run.status,
+    }
+    if run.status != RunStatus.SUCCEEDED:
+        result["error"] = run.error
+        return result
+    version = ModelVersion.objects.get(training_run=run)
+    start = time.perf_counter()
+    computation = services.label_issues_find(version_id=version.pk)
+    result["find_s"] = time.perf_counter() - start
+    if computation is None:
+        result["error"] = "label_issues_find returned None (no board computed)"
+        return result
+    result.update(
+        family=version.model_family,
+        folds=computation.folds,
+        board_cases=computation.cases,
+        board_issues=computation.issues,
+        app_seconds=computation.seconds,
+    )
+
+    # The same probabilities, recomputed the way label_issues_find computes them.
+    run = version.training_run
+    frame = pd.read_parquet(Path(run.snapshot_path))
+    data = training_data(
+        snapshot_case_ids=frame["case_id"].to_numpy(np.int64),
+        snapshot_values=frame["label"].to_numpy(object),
+        matrix=case_feature_matrix(project_id=project.pk),
+        params=run.params,
+    )
+    classes = list(project.classes)
+    folds = computation.folds
+    external = dict(Case.objects.filter(project=project).values_list("pk", "external_id"))
+    flipped_ids = set(dataset.flipped_external_ids)
+    flipped = np.array([external[int(c)] in flipped_ids for c in data.case_ids])
+    k = int(flipped.sum())
+    n = len(data.y)
+    position = {int(c): i for i, c in enumerate(data.case_ids)}
+    result.update(n=n, k=k, flips_total=len(flipped_ids))
+
+    # The board, in its own order.
+    board = list(
+        LabelIssue.objects.filter(project=project)
+        .order_by("label_quality", "id")
+        .values_list("case_id", "is_label_issue", "given_probability")
+    )
+    board_order = np.array([position[c] for c, _, _ in board], dtype=np.int64)
+    board_flagged = np.zeros(n, dtype=bool)
+    board_flagged[board_order] = [flag for _, flag, _ in board]
+    stored_given = np.empty(n)
+    stored_given[board_order] = [p for _, _, p in board]
+    rankings = [_ranking_result("ours", board_order, board_flagged, flipped, k, result["find_s"])]
+
+    probas: dict[str, np.ndarray] = {}
+    oof_s: dict[str, float] = {}
+    for family in MODEL_FAMILIES:
+        start = time.perf_counter()
+        probas[family], _ = out_of_fold(
+            data.X, data.y, classes, run.params, run.seed, family, folds
+        )
+        oof_s[family] = time.perf_counter() - start
+    labels = class_indices(data.y, classes)
+    own = probas[version.model_family]
+    result["max_given_probability_difference"] = float(
+        np.max(np.abs(own[np.arange(n), labels] - stored_given))
+    )
+
+    start = time.perf_counter()
+    ranked = find_label_issues(labels, own, return_indices_ranked_by="self_confidence")
+    direct_s = time.perf_counter() - start
+    direct_flagged = np.zeros(n, dtype=bool)
+    direct_flagged[ranked] = True
+    direct = _ranking_result(
+        "cleanlab direct", np.asarray(ranked), direct_flagged, flipped, k, direct_s
+    )
+    direct["same_top_k"] = len(set(board_order[:k].tolist()) & set(ranked[:k].tolist()))
+    rankings.append(direct)
+
+    rng = np.random.default_rng(RANDOM_SEED)
+    hits = np.array([flipped[rng.permutation(n)[:k]].sum() for _ in range(RANDOM_SHUFFLES)])
+    result["random"] = {
+        "mean_hits": float(hits.mean()),
+        "p05_hits": float(np.percentile(hits, 5)),
+        "p95_hits": float(np.percentile(hits, 95)),
+        "expected_hits": k * k / n,
+    }
+
+    probas["average of the three"] = np.mean([probas[f] for f in MODEL_FAMILIES], axis=0)
+    for name, proba in probas.items():
+        start = time.perf_counter()
+        verdicts = label_verdicts(data.y, proba, classes)
+        order = np.argsort(verdicts.quality, kind="stable")  # ties: case order, as the board
+        ranked_s = time.perf_counter() - start
+        row = _ranking_result(name, order, verdicts.is_issue, flipped, k, ranked_s)
+        row["oof_s"] = oof_s.get(name)
+        if name == version.model_family:
+            row["same_as_board"] = bool(np.array_equal(order, board_order))
+        rankings.append(row)
+    result["rankings"] = rankings
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Time on a million cases: child steps.
+
+
+def child_train(project_id: int) -> dict[str, Any]:
+    """Version 1 of the prepared project (default configuration: logistic regression)."""
+    _django_setup()
+    from apps.modeling.models import ModelVersion, RunStatus
+    from apps.projects.models import Project
+
+    run, seconds = _train_version(Project.objects.get(pk=project_id))
+    result: dict[str, Any] = {"status": run.status, "error": run.error, "seconds": seconds}
+    if run.status == RunStatus.SUCCEEDED:
+        version = ModelVersion.objects.get(training_run=run)
+        result.update(version_id=version.pk, family=version.model_family, seed=run.seed)
+    return result
+
+
+class IssueClock(StageClock):
+    """The training benchmark's stage clock, plus one stage that no function call marks: the
+    list comprehension that builds a LabelIssue per case. It opens at the first
+    LabelIssue.__init__ and closes when the next measured stage starts (the old board's
+    delete). Time inside LabelIssue.__init__ itself is summed apart, at a cost of two clock
+    reads per object."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._rows: contextlib.AbstractContextManager | None = None
+        self.rows_state = "waiting"
+        self.init_calls = 0
+        self.init_s = 0.0
+
+    def stage(self, label: str) -> contextlib.AbstractContextManager:
+        self.rows_close()
+        return super().stage(label)
+
+    def rows_open(self) -> None:
+        self.rows_state = "open"
+        self._rows = super().stage(ROWS)
+        self._rows.__enter__()
+
+    def rows_close(self) -> None:
+        if self._rows is not None and self.stack and self.stack[-1].path[-1] == ROWS:
+            rows, self._rows = self._rows, None
+            self.rows_state = "done"
+            rows.__exit__(None, None, None)
+            path = (WHOLE, ROWS, ROWS_INIT)
+            self.totals[path] = StageTotal(
+                order=len(self.totals), calls=self.init_calls, seconds=self.init_s
+            )
+
+    def wrap_rows(self, model: type) -> None:
+        original = model.__init__
+        clock = self
+
+        def init(obj: Any, *args: Any, **kwargs: Any) -> None:
+            if clock.rows_state == "done" or threading.get_ident() != clock.thread:
+                original(obj, *args, **kwargs)
+                return
+            if clock.rows_state == "waiting":
+                if not clock.stack or clock.stack[-1].path != (WHOLE,):
+                    original(obj, *args, **kwargs)  # not the board's own rows
+                    return
+                clock.rows_open()
+            start = time.perf_counter()
+            original(obj, *args, **kwargs)
+            clock.init_s += time.perf_counter() - start
+            clock.init_calls += 1
+
+        model.__init__ = init
+
+    def wrap_fetch(self, label_model: type) -> None:
+        """QuerySet._fetch_all (every ORM read): the label authors and times, apart."""
+        from django.db.models.query import QuerySet
+
+        original = QuerySet._fetch_all
+        clock = self
+
+        def fetch_all(qs: Any) -> None:
+            if qs._result_cache is not None or threading.get_ident() != clock.thread:
+                return original(qs)
+            label = (
+                "ORM reads: label authors and times (pk__in=every label)"
+                if qs.model is label_model
+                else "ORM reads: version, last board"
+            )
+            with clock.stage(label):
+                return original(qs)
+
+        QuerySet._fetch_all = fetch_all
+
+
+def install_stages(clock: IssueClock) -> None:
+    import pandas as pd
+    from django.db import connections
+    from django.db.models.query import QuerySet
+    from django.db.models.sql.compiler import SQLInsertCompiler
+    from sklearn.pipeline import Pipeline
+
+    from apps.labeling.models import Label
+    from apps.modeling.ml import training
+    from apps.review import ranking, services
+    from apps.review.models import LabelIssue
+
+    for owner, name, label in [
+        (pd, "read_parquet", "label snapshot (read_parquet)"),
+        (services, "case_feature_matrix", "feature matrix (case_feature_matrix)"),
+        (services, "training_data", "cut to window and features (training_data)"),
+        (services, "out_of_fold", "out-of-fold probabilities (out_of_fold)"),
+        (Pipeline, "fit", "pipeline fit"),
+        (training, "predict_proba_aligned", "predict_proba"),
+        (services, "label_verdicts", "confident learning (label_verdicts)"),
+        (ranking, "class_indices", "class positions (class_indices)"),
+        (ranking, "get_label_quality_scores", "cleanlab get_label_quality_scores"),
+        (ranking, "find_label_issues", "cleanlab find_label_issues"),
+        (QuerySet, "delete", "ORM delete (the old board)"),
+        (QuerySet, "bulk_create", "ORM bulk_create"),
+        (SQLInsertCompiler, "as_sql", "build the INSERT statements (as_sql)"),
+        (QuerySet, "create", "ORM create (the computation row)"),
+        # PostgreSQL checks the deferred foreign keys of every row written when a transaction
+        # commits: the connection's commit, not a statement.
+        (connections["default"], "commit", "commit (deferred foreign-key checks)"),
+    ]:
+        clock.wrap(owner, name, label)
+    clock.wrap_fetch(Label)
+    clock.wrap_rows(LabelIssue)
+
+
+def child_ours(version_id: int) -> dict[str, Any]:
+    """label_issues_find on the version, timed by stage."""
+    _django_setup()
+    from django.db import connection
+
+    from apps.review import services
+
+    clock = IssueClock()
+    install_stages(clock)
+    gc.collect()
+    with connection.execute_wrapper(clock.sql_timer), clock.stage(WHOLE):
+        computation = services.label_issues_find(version_id=version_id)
+        clock.rows_close()
+    whole = clock.totals[(WHOLE,)]
+    result: dict[str, Any] = {
+        "seconds": whole.seconds,
+        "peak_mb": whole.peak_mb,
+        "peak_abs_mb": whole.peak_abs_mb,
+        "stages": clock.rows(),
+        "not_measured": clock.missing,
+        "computed": computation is not None,
+    }
+    if computation is not None:
+        result.update(
+            cases=computation.cases,
+            issues=computation.issues,
+            misclassified=computation.misclassified,
+            folds=computation.folds,
+            family=computation.model_family,
+            app_seconds=computation.seconds,
+        )
+    return result
+
+
+def child_raw(size: int, seed: int, folds: int, compare_dsn: str) -> dict[str, Any]:
+    """scikit-learn's cross_val_predict and cleanlab on the same arrays in memory."""
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y, _ = case_arrays(size)
+    data_mb = (X.nbytes + y.nbytes) / 1048576
+    gc.collect()
+    # The rise is measured from here; the arrays are counted as data_mb (what ours loads).
+    base_kb = reset_peak_rss()
+    start = time.perf_counter()
+    pipeline = Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+            ("scale", StandardScaler()),
+            ("model", LogisticRegression(C=1.0, max_iter=MAX_ITER, random_state=seed)),
+        ]
+    )
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    proba = cross_val_predict(pipeline, X, y, cv=splitter, method="predict_proba")
+    cv_s = time.perf_counter() - start
+    labels = (y == CLASSES[1]).astype(np.int64)  # columns of proba: sorted classes = CLASSES
+    mark = time.perf_counter()
+    issues = find_label_issues(labels, proba, filter_by="prune_by_noise_rate")
+    find_s = time.perf_counter() - mark
+    mark = time.perf_counter()
+    quality = get_label_quality_scores(labels, proba)
+    quality_s = time.perf_counter() - mark
+    seconds = time.perf_counter() - start
+    peak_kb = _status_kb("VmHWM")
+    result: dict[str, Any] = {
+        "seconds": seconds,
+        "cv_s": cv_s,
+        "find_s": find_s,
+        "quality_s": quality_s,
+        "peak_mb": (peak_kb - base_kb) / 1024 + data_mb,
+        "data_mb": data_mb,
+        "peak_abs_mb": peak_kb / 1024,
+        "issues": int(issues.sum()),
+    }
+    if compare_dsn:
+        import psycopg
+
+        # The cases were imported in generator order, so case ids sort as the arrays do.
+        with psycopg.connect(compare_dsn, connect_timeout=10) as conn:
+            stored = conn.execute(
+                "SELECT label_quality, is_label_issue FROM review_labelissue ORDER BY case_id"
+            ).fetchall()
+        if len(stored) == size:
+            ours_quality = np.array([q for q, _ in stored])
+            ours_issue = np.array([f for _, f in stored], dtype=bool)
+            result["max_quality_difference"] = float(np.max(np.abs(ours_quality - quality)))
+            result["flags_differing"] = int(np.sum(ours_issue != issues))
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# The parent: databases, child steps, report.
+
+
+def run_quality(workdir: Path) -> list[dict[str, Any]]:
+    var_dir = workdir / "var"
+    var_dir.mkdir(parents=True)
+    env = child_env(DEMO_DB, var_dir, SETTINGS)
+    results = []
+    _pg_drop_create(DEMO_DB, create=True)
+    try:
+        for dataset in ("breast_cancer", "heart_failure"):
+            say(f"quality: {dataset} demo (load, train version 1, label_issues_find, ensemble)")
+            results.append(
+                run_module(
+                    "bench_label_issues",
+                    ["demo", "--dataset", dataset, "--patients", str(DEMO_PATIENTS)],
+                    env,
+                    DEMO_TIMEOUT,
+                )
+            )
+    finally:
+        _pg_drop_create(DEMO_DB, create=False)
+        shutil.rmtree(var_dir, ignore_errors=True)
+    return results
+
+
+def run_timing(workdir: Path, size: int) -> dict[str, Any]:
+    from bench.bench_queue import wait_quiet
+
+    var_dir = workdir / "var"
+    var_dir.mkdir(parents=True)
+    env = child_env(LABEL_DB, var_dir, SETTINGS)
+    csv = workdir / f"label_issues_{size}.csv"
+    out: dict[str, Any] = {"size": size, "busy": {}}
+    _pg_drop_create(LABEL_DB, create=True)
+    try:
+        say(f"timing: writing {csv.name}")
+        out["csv_mb"] = write_training_csv(csv, size) / 1048576
+        say(f"timing: importing {size:,} labeled cases ({out['csv_mb']:.0f} MB CSV)")
+        out["prepared"] = prepared = run_module(
+            "bench_training", ["prepare", "--csv", str(csv)], env, PREPARE_TIMEOUT
+        )
+        csv.unlink()
+        say("timing: training version 1")
+        out["train"] = train = run_module(
+            "bench_label_issues",
+            ["train", "--project-id", str(prepared["project_id"])],
+            env,
+            TRAIN_TIMEOUT,
+        )
+        if "version_id" not in train:
+            raise RuntimeError(f"version 1 was not trained: {train.get('error')}")
+        _checkpoint(LABEL_DB)
+        out["busy"]["ours"] = wait_quiet()
+        say(f"timing: ours, label_issues_find on {size:,} cases")
+        out["ours"] = ours = run_module(
+            "bench_label_issues",
+            ["ours", "--version-id", str(train["version_id"])],
+            env,
+            OURS_TIMEOUT,
+        )
+        out["busy"]["raw"] = wait_quiet()
+        say(f"timing: raw, cross_val_predict + cleanlab on {size:,} cases")
+        out["raw"] = run_module(
+            "bench_label_issues",
+            [
+                "raw",
+                "--size",
+                str(size),
+                "--seed",
+                str(train["seed"]),
+                "--folds",
+                str(ours.get("folds") or 5),
+                "--compare-dsn",
+                f"{PG_HOST}/{LABEL_DB}",
+            ],
+            env,
+            RAW_TIMEOUT,
+        )
+    finally:
+        csv.unlink(missing_ok=True)
+        _pg_drop_create(LABEL_DB, create=False)
+        shutil.rmtree(var_dir, ignore_errors=True)
+    return out
+
+
+def _pct(hits: float, of: int) -> str:
+    return "-" if not of else f"{hits / of:.2f}"
+
+
+QUALITY_COLUMNS = [
+    ("ranking", 51, "<"),
+    ("top-k hits", 10, ">"),
+    ("precision", 9, ">"),
+    ("recall", 6, ">"),
+    ("flagged", 7, ">"),
+    ("flagged hits", 12, ">"),
+    ("precision", 9, ">"),
+    ("recall", 6, ">"),
+    ("note", 0, "<"),
+]
+RANKING_NAMES = {
+    "ours": "ours: the board's top k (label_issues_find)",
+    "cleanlab direct": "cleanlab direct: find_label_issues, top k",
+    "average of the three": "ensemble: mean of the three families' probabilities",
+}
+
+
+def report_quality(result: dict[str, Any]) -> str:
+    if "rankings" not in result:
+        return f"{result.get('dataset')}: NOT MEASURED: {result.get('error')}"
+    n, k = result["n"], result["k"]
+    rows = []
+    families_started = False
+    for r in result["rankings"]:
+        name = r["name"]
+        if name not in ("ours", "cleanlab direct") and not families_started:
+            random = result["random"]
+            rows.append(
+                [
+                    f"random top k (mean of {RANDOM_SHUFFLES:,} shuffles)",
+                    f"{random['mean_hits']:.1f}",
+                    _pct(random["mean_hits"], k),
+                    _pct(random["mean_hits"], k),
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    f"expected k x {k} / {n:,} = {random['expected_hits']:.1f} hits; 5-95%: "
+                    f"{random['p05_hits']:.0f}-{random['p95_hits']:.0f}",
+                ]
+            )
+            families_started = True
+        note = []
+        if name == "ours":
+            note.append(
+                f"{result['family']}, {result['folds']} folds; label_issues_find "
+                f"{r['seconds']:.1f} s"
+            )
+        elif name == "cleanlab direct":
+            note.append(
+                f"ranks only what it flags: {r['returned']} returned, "
+                f"{r['same_top_k']} of them in the board's top k"
+            )
+        if r.get("oof_s") is not None:
+            note.append(f"out_of_fold {r['oof_s']:.1f} s")
+        if "same_as_board" in r:
+            note.append("same order as the board" if r["same_as_board"] else "ORDER DIFFERS")
+        rows.append(
+            [
+                RANKING_NAMES.get(name, f"family alone: {name}"),
+                f"{r['hits']}",
+                _pct(r["hits"], r["returned"]),
+                _pct(r["hits"], k),
+                f"{r.get('flagged', '-')}",
+                f"{r.get('flagged_hits', '-')}",
+                _pct(r.get("flagged_hits", 0), r.get("flagged", 0)),
+                _pct(r.get("flagged_hits", 0), k),
+                "; ".join(note),
+            ]
+        )
+    title = (
+        f"{result['dataset']}: {result['cases']:,} cases, n = {n:,} labeled, {k} of them "
+        f"flipped on purpose (k = {k}); version 1 trained in {result['train_s']:.1f} s; "
+        f"precision = hits / cases returned, recall = hits / {k}"
+    )
+    text = [title, "", _table(QUALITY_COLUMNS, rows)]
+    difference = result.get("max_given_probability_difference")
+    text.append(
+        "The recomputed out-of-fold probabilities against the board's stored "
+        f"given_probability: max |diff| {difference:.1e}."
+    )
+    return "\n".join(text)
+
+
+TIME_COLUMNS = [
+    ("benchmark", 40, "<"),
+    ("size", 15, ">"),
+    ("ours", 10, ">"),
+    ("raw", 10, ">"),
+    ("raw is", 42, "<"),
+    ("ours/raw", 8, ">"),
+    ("note", 0, "<"),
+]
+
+
+def _stage(ours: dict[str, Any], label: str) -> dict[str, Any] | None:
+    return next((s for s in ours.get("stages", []) if s["path"][-1] == label), None)
+
+
+def _stage_s(ours: dict[str, Any], *labels: str) -> float:
+    """Seconds of the first stage of each label, summed (0 for a label not reached)."""
+    return sum((_stage(ours, label) or {}).get("seconds", 0.0) for label in labels)
+
+
+def format_stages(ours: dict[str, Any]) -> str:
+    """The stage tree, with a '(rest)' line closing each stage whose listed stages leave time
+    over (at least 0.05 s and 0.5% of the whole)."""
+    stages = ours.get("stages", [])
+    whole = next((s["seconds"] for s in stages if s["path"] == [WHOLE]), 0.0) or 1.0
+
+    def cells(label: str, depth: int, stage: dict[str, Any] | None, seconds: float) -> list[str]:
+        name = ("  " * depth + label)[: STAGE_COLUMNS[0][1]]
+        if stage is None:
+            return [name, "", f"{seconds:.2f}", f"{seconds / whole:.0%}", "", "", ""]
+        # The time inside LabelIssue.__init__ is summed per call; its memory is not measured.
+        measured_peak = stage["path"][-1] != ROWS_INIT
+        return [
+            name,
+            f"{stage['calls']:,}",
+            f"{seconds:.2f}",
+            f"{seconds / whole:.0%}",
+            f"{stage['sql_s']:.2f}" if stage["sql_n"] else "-",
+            f"{stage['sql_n']:,}" if stage["sql_n"] else "-",
+            f"{stage['peak_mb']:,.0f}" if measured_peak else "-",
+        ]
+
+    out: list[list[str]] = []
+    pending: list[tuple[int, list[str]]] = []
+    for stage in stages:
+        path = stage["path"]
+        depth = len(path) - 1
+        while pending and pending[-1][0] >= depth:
+            out.append(pending.pop()[1])
+        out.append(cells(path[-1], depth, stage, stage["seconds"]))
+        children = [s for s in stages if s["path"][:-1] == path]
+        if children:
+            rest = stage["seconds"] - sum(c["seconds"] for c in children)
+            if rest >= 0.05 and rest / whole >= 0.005:
+                label = "(rest: the per-row expressions)" if path[-1] == ROWS else "(rest)"
+                pending.append((depth, cells(label, depth + 1, None, rest)))
+    while pending:
+        out.append(pending.pop()[1])
+    return (
+        "Where the time goes (ours, in its child process; a stage's time includes the stages "
+        "under it; SQL s and stmts: statements sent through Django's cursor; peak MB: how far "
+        "the process's peak memory rose during the stage):\n" + _table(STAGE_COLUMNS, out)
+    )
+
+
+def report_timing(t: dict[str, Any]) -> str:
+    ours, raw, size = t["ours"], t["raw"], t["size"]
+    shape = f"{size:,} x {FEATURES}"
+    if not ours.get("computed"):
+        return f"label_issues_find on {size:,} cases: NOTHING COMPUTED (returned None)"
+    oof = _stage_s(ours, "out-of-fold probabilities (out_of_fold)")
+    verdicts = _stage_s(ours, "confident learning (label_verdicts)")
+    store = _stage_s(
+        ours,
+        ROWS,
+        "ORM delete (the old board)",
+        "ORM bulk_create",
+        "ORM create (the computation row)",
+    )
+    commit = [
+        s for s in ours["stages"] if s["path"] == [WHOLE, "commit (deferred foreign-key checks)"]
+    ]
+    store += sum(s["seconds"] for s in commit)
+    load = _stage_s(
+        ours,
+        "label snapshot (read_parquet)",
+        "feature matrix (case_feature_matrix)",
+        "cut to window and features (training_data)",
+        "ORM reads: label authors and times (pk__in=every label)",
+    )
+    raw_cleanlab = raw["find_s"] + raw["quality_s"]
+    agree = (
+        f"flags differing {raw['flags_differing']:,}, quality max |diff| "
+        f"{raw['max_quality_difference']:.1e}"
+        if "flags_differing" in raw
+        else "not compared"
+    )
+    rows = [
+        [
+            "label_issues_find: time",
+            shape,
+            f"{ours['seconds']:.1f} s",
+            f"{raw['seconds']:.1f} s",
+            "cross_val_predict + cleanlab",
+            f"{ours['seconds'] / raw['seconds']:.2f}",
+            f"{ours['cases']:,} rows stored, {ours['issues']:,} flagged (raw: "
+            f"{raw['issues']:,}; {agree})",
+        ],
+        [
+            "label_issues_find: peak memory",
+            shape,
+            f"{ours['peak_mb']:,.0f} MB",
+            f"{raw['peak_mb']:,.0f} MB",
+            f"same, with its {raw['data_mb']:.0f} MB of arrays",
+            f"{ours['peak_mb'] / raw['peak_mb']:.2f}" if raw["peak_mb"] else "-",
+            f"process peak (VmHWM) {ours['peak_abs_mb']:,.0f} / {raw['peak_abs_mb']:,.0f} MB",
+        ],
+        [
+            "  of which loading (snapshot, features, labels)",
+            shape,
+            f"{load:.1f} s",
+            "-",
+            "(arrays already in memory)",
+            "-",
+            "read_parquet, case_feature_matrix, training_data, the two Label reads",
+        ],
+        [
+            "  of which out-of-fold probabilities",
+            shape,
+            f"{oof:.1f} s",
+            f"{raw['cv_s']:.1f} s",
+            f"cross_val_predict(method=predict_proba), {ours['folds']} folds",
+            f"{oof / raw['cv_s']:.2f}",
+            f"{ours['family']}",
+        ],
+        [
+            "  of which confident learning",
+            shape,
+            f"{verdicts:.1f} s",
+            f"{raw_cleanlab:.1f} s",
+            "find_label_issues + get_label_quality_scores",
+            f"{verdicts / raw_cleanlab:.2f}" if raw_cleanlab else "-",
+            f"raw: find {raw['find_s']:.1f} s, quality scores {raw['quality_s']:.1f} s",
+        ],
+        [
+            "  of which storing the board",
+            shape,
+            f"{store:.1f} s",
+            "-",
+            "(nothing stored)",
+            "-",
+            f"{store / ours['seconds']:.0%} of ours: build objects, delete, bulk_create, commit",
+        ],
+    ]
+    prepared, train = t["prepared"], t["train"]
+    text = [
+        f"label_issues_find on {size:,} labeled cases (PostgreSQL) against scikit-learn and "
+        "cleanlab on the same arrays in memory",
+        "",
+        _table(TIME_COLUMNS, rows),
+        "",
+        f"Set-up, not measured above: the {prepared['imported']:,} cases and "
+        f"{prepared['labels']:,} labels ({t['csv_mb']:.0f} MB CSV) imported in "
+        f"{prepared['import_s']:.1f} s; version 1 ({train['family']}) trained in "
+        f"{train['seconds']:.1f} s. The service measured itself at {ours['app_seconds']:.1f} s "
+        "(LabelIssueComputation.seconds, from its start to the computation row).",
+        "",
+        format_stages(ours),
+    ]
+    if ours.get("not_measured"):
+        text.append(f"Not found in the app (not measured): {', '.join(ours['not_measured'])}.")
+    busy = ", ".join(f"{k} {v:.0%}" for k, v in t["busy"].items())
+    text.append(f"CPU in use by other work just before each step: {busy}.")
+    return "\n".join(text)
+
+
+def run(quick: bool, workdir: Path) -> str:
+    """The whole label-issues benchmark; returns the text to print."""
+    from bench.bench_queue import code_version
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    size = 100_000 if quick else 1_000_000
+    code_before = code_version()
+    text = ["Label issues: the board's ranking against the demos' deliberately flipped labels", ""]
+    try:
+        for result in run_quality(workdir / "quality"):
+            text += [report_quality(result), ""]
+    except (RuntimeError, subprocess.TimeoutExpired) as error:
+        text += [f"Quality: NOT MEASURED, a step failed:\n{error}", ""]
+    try:
+        text += [report_timing(run_timing(workdir / "timing", size)), ""]
+    except (RuntimeError, subprocess.TimeoutExpired) as error:
+        text += [f"Time of label_issues_find: NOT MEASURED, a step failed:\n{error}", ""]
+    code_after = code_version()
+    text.append(f"App code (commit/digest of apps/ and config/): {code_before}.")
+    if code_after.split("/")[-1] != code_before.split("/")[-1]:
+        text.append(f"WARNING: the app code changed during the run (now {code_after}).")
+    return "\n".join(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.bench_label_issues")
+    sub = parser.add_subparsers(dest="step")
+    whole = sub.add_parser("all", help="the whole benchmark (the default)")
+    for p in (parser, whole):
+        p.add_argument("--quick", action="store_true", help="time 100,000 cases, not 1,000,000")
+    demo = sub.add_parser("demo")
+    demo.add_argument("--dataset", choices=["breast_cancer", "heart_failure"], required=True)
+    demo.add_argument("--patients", type=int, default=DEMO_PATIENTS)
+    train = sub.add_parser("train")
+    train.add_argument("--project-id", type=int, required=True)
+    ours = sub.add_parser("ours")
+    ours.add_argument("--version-id", type=int, required=True)
+    raw = sub.add_parser("raw")
+    raw.add_argument("--size", type=int, required=True)
+    raw.add_argument("--seed", type=int, required=True)
+    raw.add_argument("--folds", type=int, required=True)
+    raw.add_argument("--compare-dsn", default="")
+    args = parser.parse_args(argv)
+
+    if args.step == "demo":
+        emit(child_demo(args.dataset, args.patients))
+    elif args.step == "train":
+        emit(child_train(args.project_id))
+    elif args.step == "ours":
+        emit(child_ours(args.version_id))
+    elif args.step == "raw":
+        emit(child_raw(args.size, args.seed, args.folds, args.compare_dsn))
+    else:
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="casebook-bench-label-issues-") as tmp:
+            print(run(args.quick, Path(tmp)))
+        print(f"whole run {time.perf_counter() - started:.0f} s.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
