@@ -119,6 +119,11 @@ def binary_float8(values: np.ndarray, rows: int) -> np.ndarray:
     return _fixed(np.broadcast_to(np.asarray(values, dtype=np.float64), (rows,)), ">f8")
 
 
+def binary_bool(values: np.ndarray, rows: int) -> np.ndarray:
+    """A boolean field."""
+    return _fixed(np.broadcast_to(np.asarray(values, dtype=np.uint8), (rows,)), "u1")
+
+
 def binary_int2(values: np.ndarray | int, rows: int) -> np.ndarray:
     """A smallint field: one value per row, or the same value for every row."""
     return _fixed(np.broadcast_to(np.asarray(values, dtype=np.int16), (rows,)), ">i2")

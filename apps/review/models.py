@@ -13,12 +13,21 @@ from apps.projects.models import Project
 class LabelIssue(models.Model):
     """One labeled case as confident learning sees it (cleanlab): the label given, the class
     the out-of-fold probabilities suggest, and the label's quality score (lower: more likely
-    wrong). Rows are replaced for a whole project when a newer version's are computed."""
+    wrong). Rows are replaced for a whole project when a newer version's are computed.
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
-    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="+")
-    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="+")
-    label = models.ForeignKey(Label, on_delete=models.CASCADE, related_name="+")
+    Derived data written a million rows at a time: like the case scores, the foreign keys are
+    not checked by the database (Django still cascades deletes)."""
+
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="+", db_constraint=False
+    )
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.CASCADE, related_name="+", db_constraint=False
+    )
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="+", db_constraint=False)
+    label = models.ForeignKey(
+        Label, on_delete=models.CASCADE, related_name="+", db_constraint=False
+    )
     given_label = models.CharField(max_length=100)
     suggested_label = models.CharField(max_length=100)
     suggested_probability = models.FloatField()
@@ -27,7 +36,11 @@ class LabelIssue(models.Model):
     is_label_issue = models.BooleanField()
     misclassified = models.BooleanField()
     labeled_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        related_name="+",
+        db_constraint=False,
     )
     labeled_at = models.DateTimeField()
     occurred_at = models.DateTimeField(null=True)

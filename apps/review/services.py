@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.accounts.models import User
+from apps.cases import bulk
 from apps.cases.models import Case
 from apps.cases.selectors import case_feature_matrix
 from apps.labeling.models import Label, LabelTask, TaskKind, TaskStatus
@@ -64,35 +65,50 @@ def label_issues_find(*, version_id: int) -> LabelIssueComputation | None:
         data.X, data.y, classes, run.params, run.seed, version.model_family, folds
     )
     verdicts = label_verdicts(data.y, proba, classes)
-    authors = dict(Label.objects.filter(pk__in=label_ids.tolist()).values_list("pk", "author_id"))
-    stamps = dict(Label.objects.filter(pk__in=label_ids.tolist()).values_list("pk", "created_at"))
-    occurred = pd.to_datetime(data.occurred_at).tz_localize("UTC")
-    rows = [
-        LabelIssue(
-            project=project,
-            model_version=version,
-            case_id=int(case_id),
-            label_id=int(label_id),
-            given_label=classes[verdicts.given[i]],
-            suggested_label=classes[verdicts.suggested[i]],
-            suggested_probability=float(proba[i, verdicts.suggested[i]]),
-            given_probability=float(proba[i, verdicts.given[i]]),
-            label_quality=float(verdicts.quality[i]),
-            is_label_issue=bool(verdicts.is_issue[i]),
-            misclassified=bool(verdicts.suggested[i] != verdicts.given[i]),
-            labeled_by_id=authors.get(int(label_id)),
-            labeled_at=stamps[int(label_id)],
-            occurred_at=None if pd.isna(occurred[i]) else occurred[i].to_pydatetime(),
-        )
-        for i, (case_id, label_id) in enumerate(zip(data.case_ids, label_ids, strict=True))
-    ]
+    # Who gave each label and when: one read of the project's label rows, matched in numpy.
+    known = np.array(
+        Label.objects.filter(project=project, pk__lte=run.label_watermark or 0)
+        .order_by("pk")
+        .values_list("pk", "author_id"),
+        dtype=np.int64,
+    ).reshape(-1, 2)
+    # UTC, without the zone numpy cannot hold.
+    stamps = np.array(
+        [
+            when.replace(tzinfo=None)
+            for when in Label.objects.filter(project=project, pk__lte=run.label_watermark or 0)
+            .order_by("pk")
+            .values_list("created_at", flat=True)
+        ],
+        dtype="datetime64[us]",
+    )
+    where = np.searchsorted(known[:, 0], label_ids)
+    authors = known[where, 1]
+    labeled_at = stamps[where]
+    given = np.asarray(classes, dtype=object)[verdicts.given]
+    suggested = np.asarray(classes, dtype=object)[verdicts.suggested]
+    rows = np.arange(len(label_ids))
+    columns = {
+        "case_id": data.case_ids,
+        "label_id": label_ids,
+        "given_label": given,
+        "suggested_label": suggested,
+        "suggested_probability": proba[rows, verdicts.suggested],
+        "given_probability": proba[rows, verdicts.given],
+        "label_quality": verdicts.quality,
+        "is_label_issue": verdicts.is_issue,
+        "misclassified": verdicts.suggested != verdicts.given,
+        "labeled_by_id": authors,
+        "labeled_at": labeled_at,
+        "occurred_at": data.occurred_at,
+    }
     with transaction.atomic():
         LabelIssue.objects.filter(project=project).delete()
-        LabelIssue.objects.bulk_create(rows, batch_size=2000)
+        _label_issues_write(project.pk, version.pk, columns)
         computation = LabelIssueComputation.objects.create(
             project=project,
             model_version=version,
-            cases=len(rows),
+            cases=len(label_ids),
             issues=int(verdicts.is_issue.sum()),
             misclassified=int(np.sum(verdicts.suggested != verdicts.given)),
             folds=folds,
@@ -107,6 +123,54 @@ def label_issues_find(*, version_id: int) -> LabelIssueComputation | None:
         version.number,
     )
     return computation
+
+
+def _label_issues_write(project_id: int, version_id: int, columns: dict[str, np.ndarray]) -> None:
+    """A million verdicts in one binary COPY on PostgreSQL; bulk inserts elsewhere."""
+    n = len(columns["case_id"])
+    if bulk.is_postgresql():
+        fields = {
+            "project_id": bulk.binary_int8(project_id, n),
+            "model_version_id": bulk.binary_int8(version_id, n),
+            "case_id": bulk.binary_int8(columns["case_id"], n),
+            "label_id": bulk.binary_int8(columns["label_id"], n),
+            "given_label": bulk.binary_text(list(columns["given_label"])),
+            "suggested_label": bulk.binary_text(list(columns["suggested_label"])),
+            "suggested_probability": bulk.binary_float8(columns["suggested_probability"], n),
+            "given_probability": bulk.binary_float8(columns["given_probability"], n),
+            "label_quality": bulk.binary_float8(columns["label_quality"], n),
+            "is_label_issue": bulk.binary_bool(columns["is_label_issue"], n),
+            "misclassified": bulk.binary_bool(columns["misclassified"], n),
+            "labeled_by_id": bulk.binary_int8(columns["labeled_by_id"], n),
+            "labeled_at": bulk.binary_timestamptz(columns["labeled_at"], n),
+            "occurred_at": bulk.binary_timestamptz(columns["occurred_at"], n),
+        }
+        bulk.copy_binary(LabelIssue._meta.db_table, list(fields), list(fields.values()))
+        return
+    occurred = pd.to_datetime(columns["occurred_at"]).tz_localize("UTC")
+    labeled = pd.to_datetime(columns["labeled_at"]).tz_localize("UTC")
+    LabelIssue.objects.bulk_create(
+        (
+            LabelIssue(
+                project_id=project_id,
+                model_version_id=version_id,
+                case_id=int(columns["case_id"][i]),
+                label_id=int(columns["label_id"][i]),
+                given_label=columns["given_label"][i],
+                suggested_label=columns["suggested_label"][i],
+                suggested_probability=float(columns["suggested_probability"][i]),
+                given_probability=float(columns["given_probability"][i]),
+                label_quality=float(columns["label_quality"][i]),
+                is_label_issue=bool(columns["is_label_issue"][i]),
+                misclassified=bool(columns["misclassified"][i]),
+                labeled_by_id=int(columns["labeled_by_id"][i]),
+                labeled_at=labeled[i].to_pydatetime(),
+                occurred_at=None if pd.isna(occurred[i]) else occurred[i].to_pydatetime(),
+            )
+            for i in range(n)
+        ),
+        batch_size=2000,
+    )
 
 
 def relabel_tasks_open(
