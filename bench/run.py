@@ -9,8 +9,12 @@ that is removed at the end. Then the labeling queue is measured through the HTTP
 requests), in its own database casebook_bench_queue. Then training (bench/bench_training.py): a
 retrain of 1,000,000 labeled cases end to end against raw scikit-learn, and a burst of labels to
 a new model version through a real Celery worker on the demo cohort (--quick: 100,000 cases, one
-burst), in databases casebook_bench_training*. `--only import`, `--only queue` or
-`--only training` runs one of the three. See bench/README.md for what each figure means.
+burst), in databases casebook_bench_training*. Then label issues (bench/bench_label_issues.py):
+the review board's ranking against the demos' deliberately flipped labels, and
+label_issues_find on 1,000,000 labeled cases against scikit-learn and cleanlab (--quick:
+100,000), in databases casebook_bench_label_issues*. `--only import`, `--only queue`,
+`--only training` or `--only label_issues` runs one of the four. See bench/README.md for what
+each figure means.
 """
 
 from __future__ import annotations
@@ -25,7 +29,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import bench_feature_load, bench_import, bench_queue, bench_training  # noqa: E402
+from bench import (  # noqa: E402
+    bench_feature_load,
+    bench_import,
+    bench_label_issues,
+    bench_queue,
+    bench_training,
+)
 from bench.common import Row, migrate_and_seed, recreate_database  # noqa: E402
 
 # The design constraints (seconds): import 100k and 1M cases, load 1M as a matrix. "In seconds"
@@ -142,15 +152,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="import 100k only; queue 10k, fewer requests; training 100k, one burst",
+        help="import 100k only; queue 10k, fewer requests; training 100k, one burst; "
+        "label issues timed on 100k",
     )
     parser.add_argument(
-        "--only", choices=["import", "queue", "training"], help="run one benchmark only"
+        "--only",
+        choices=["import", "queue", "training", "label_issues"],
+        help="run one benchmark only",
     )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     rows: list[Row] = []
-    queue_report = training_report = ""
+    queue_report = training_report = label_issues_report = ""
     with tempfile.TemporaryDirectory(prefix="casebook-bench-") as tmp:
         if args.only in (None, "import"):
             rows = run(args.quick, Path(tmp) / "import")
@@ -158,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             queue_report = bench_queue.run(args.quick, Path(tmp) / "queue")
         if args.only in (None, "training"):
             training_report = bench_training.run(args.quick, Path(tmp) / "training")
+        if args.only in (None, "label_issues"):
+            label_issues_report = bench_label_issues.run(args.quick, Path(tmp) / "label_issues")
     if rows:
         print(format_table(rows))
         met = [row.met for row in rows if row.met is not None]
@@ -166,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         print(("\n" if rows else "") + queue_report)
     if training_report:
         print(("\n" if rows or queue_report else "") + training_report)
+    if label_issues_report:
+        print(("\n" if rows or queue_report or training_report else "") + label_issues_report)
     print(f"\nwhole run {time.perf_counter() - started:.0f} s.")
     return 0
 

@@ -124,6 +124,16 @@ def test_labels_coalesce_into_one_retrain_run_by_the_worker(
         lambda: ModelVersion.objects.filter(project=project).first(), 90, "model version 1", log
     )
     assert first.number == 1
+    # The chain goes on in the worker: the review board's label issues for version 1.
+    from apps.review.models import LabelIssueComputation
+
+    found = _wait_for(
+        lambda: LabelIssueComputation.objects.filter(project=project).first(),
+        90,
+        "the label issues of version 1",
+        log,
+    )
+    assert found.model_version_id == first.pk and found.cases > 0
 
     # A burst of 30 labels becomes exactly one more run once the 30th is in (N = 30), however
     # often the scheduler polls meanwhile.

@@ -37,7 +37,7 @@ def label_verdicts(labels: np.ndarray, pred_probs: np.ndarray, classes: list[str
     compact = remap[given]
     quality = get_label_quality_scores(compact, probs)
     is_issue = (
-        find_label_issues(compact, probs, filter_by="prune_by_noise_rate")
+        find_label_issues(compact, probs, filter_by="prune_by_noise_rate", n_jobs=1)
         if len(present) > 1
         else np.zeros(len(given), dtype=bool)
     )
