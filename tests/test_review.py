@@ -297,3 +297,27 @@ def test_saved_views_and_annotator_agreement(client, wdbc):
     agreement = annotator_agreement(project=project)
     assert agreement["clinician"] == {"adjudicated": 1, "agreed": 0, "share": 0.0}
     assert agreement["clinician2"] == {"adjudicated": 1, "agreed": 1, "share": 1.0}
+
+
+def test_the_discussion_is_hidden_from_a_blind_relabel(
+    client, project, clinician, reviewer, data_scientist, import_frame
+):
+    from apps.cases.models import Case
+    from apps.labeling.services import label_record, queue_next
+    from apps.projects.models import Role
+    from tests.conftest import make_cases_frame
+
+    import_frame(project, data_scientist, make_cases_frame(5, labeled=0.0, seed=6))
+    case = Case.objects.filter(project=project).first()
+    label_record(case=case, value="heart_failure", author=reviewer)
+    services.comment_add(case=case, author=reviewer, body="I labeled it heart failure")
+    services.relabel_tasks_open(
+        project=project, case_ids=[case.pk], created_by=reviewer, reason="check", assignee=clinician
+    )
+    queue_next(project=project, user=clinician, role=Role.CLINICIAN)
+    client.force_login(clinician)
+    thread = client.get(reverse("review:comments", args=[project.pk, case.pk])).content.decode()
+    assert "I labeled it heart failure" not in thread and "Hidden while" in thread
+    client.force_login(reviewer)
+    board_thread = client.get(reverse("review:comments", args=[project.pk, case.pk]))
+    assert "I labeled it heart failure" in board_thread.content.decode()

@@ -10,6 +10,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from apps.cases.models import Case
+from apps.labeling.models import LabelTask, Lease, LeaseState, TaskKind, TaskStatus
 from apps.labeling.selectors import case_blind_for
 from apps.projects.models import Role
 from apps.projects.selectors import membership_list, membership_user, project_get_for_user
@@ -30,6 +31,14 @@ def board(request: HttpRequest, project_id: int) -> HttpResponse:
         "filters": filters,
         "kinds": KINDS,
         "rows": rows,
+        # Cases of this page already sent back for relabeling.
+        "asked": set(
+            LabelTask.objects.filter(
+                case_id__in=[r.case_id for r in rows],
+                kind=TaskKind.RELABEL,
+                status=TaskStatus.OPEN,
+            ).values_list("case_id", flat=True)
+        ),
         "next_query": filters.query_string(after=f"{following[0]!r},{following[1]}")
         if following
         else None,
@@ -104,7 +113,13 @@ def _thread_context(request: HttpRequest, access, case: Case, **extra) -> dict:
         "access": access,
         "case": case,
         "comments": selectors.comment_thread(case_id=case.pk),
-        "hidden": case_blind_for(case=case, user=request.user),
+        "hidden": case_blind_for(case=case, user=request.user)
+        or (
+            access.project.relabel_blind
+            and Lease.objects.filter(
+                case=case, user=request.user, state=LeaseState.ACTIVE, task__kind=TaskKind.RELABEL
+            ).exists()
+        ),
         **extra,
     }
 
