@@ -321,3 +321,21 @@ def test_the_discussion_is_hidden_from_a_blind_relabel(
     client.force_login(reviewer)
     board_thread = client.get(reverse("review:comments", args=[project.pk, case.pk]))
     assert "I labeled it heart failure" in board_thread.content.decode()
+
+
+def test_error_rates_by_feature_band_count_every_case_once(client, wdbc):
+    from apps.review.selectors import error_rates_by_feature_band
+
+    project, _, users, version = wdbc
+    services.label_issues_find(version_id=version.pk)
+    bands = error_rates_by_feature_band(project=project, feature="mean_radius")
+    assert len(bands) == 5
+    assert sum(b["cases"] for b in bands) == 398
+    assert (
+        sum(b["misclassified"] for b in bands)
+        == LabelIssue.objects.filter(project=project, misclassified=True).count()
+    )
+    assert error_rates_by_feature_band(project=project, feature="shoe_size") is None
+    client.force_login(users["reviewer"])
+    page = client.get(reverse("review:board", args=[project.pk]) + "?band_feature=mean_radius")
+    assert "mean_radius (fifths of the labeled cases)" in page.content.decode()

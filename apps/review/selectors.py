@@ -248,3 +248,54 @@ def annotator_agreement(*, project: Project) -> dict[str, dict]:
     for row in result.values():
         row["share"] = row["agreed"] / row["adjudicated"]
     return result
+
+
+def error_rates_by_feature_band(
+    *, project: Project, feature: str, bands: int = 5
+) -> list[dict] | None:
+    """Where the model fails, by bands of one feature (quantiles of the labeled cases' values,
+    missing values a band of their own). None for a feature the project does not have."""
+    import numpy as np
+
+    from apps.cases.selectors import case_feature_matrix
+
+    matrix = case_feature_matrix(project_id=project.pk)
+    if feature not in matrix.feature_names:
+        return None
+    verdicts = np.array(
+        LabelIssue.objects.filter(project=project)
+        .order_by("case_id")
+        .values_list("case_id", "misclassified", "is_label_issue"),
+        dtype=np.int64,
+    ).reshape(-1, 3)
+    if not len(verdicts):
+        return []
+    where = np.searchsorted(matrix.case_ids, verdicts[:, 0])
+    values = matrix.values[where, matrix.feature_names.index(feature)]
+    present = ~np.isnan(values)
+    edges = (
+        np.unique(np.quantile(values[present], np.linspace(0, 1, bands + 1)))
+        if present.any()
+        else []
+    )
+    rows = []
+    for i in range(max(0, len(edges) - 1)):
+        last = i == len(edges) - 2
+        inside = (
+            present
+            & (values >= edges[i])
+            & ((values <= edges[i + 1]) if last else (values < edges[i + 1]))
+        )
+        rows.append((f"{edges[i]:.4g} – {edges[i + 1]:.4g}", inside))
+    if (~present).any():
+        rows.append(("missing", ~present))
+    return [
+        {
+            "band": name,
+            "cases": int(inside.sum()),
+            "misclassified": int(verdicts[inside, 1].sum()),
+            "issues": int(verdicts[inside, 2].sum()),
+            "error_rate": float(verdicts[inside, 1].mean()) if inside.any() else 0.0,
+        }
+        for name, inside in rows
+    ]

@@ -13,7 +13,12 @@ from apps.cases.models import Case
 from apps.labeling.models import LabelTask, Lease, LeaseState, TaskKind, TaskStatus
 from apps.labeling.selectors import case_blind_for
 from apps.projects.models import Role
-from apps.projects.selectors import membership_list, membership_user, project_get_for_user
+from apps.projects.selectors import (
+    membership_list,
+    membership_user,
+    project_features,
+    project_get_for_user,
+)
 from apps.review import selectors, services
 from apps.review.selectors import KINDS, BoardFilters
 
@@ -24,6 +29,7 @@ def board(request: HttpRequest, project_id: int) -> HttpResponse:
     access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
     project = access.project
     filters = BoardFilters.from_query(request.GET)
+    band_feature = request.GET.get("band_feature", "")
     rows, following = selectors.label_issue_page(project=project, filters=filters)
     context = {
         "project": project,
@@ -46,6 +52,11 @@ def board(request: HttpRequest, project_id: int) -> HttpResponse:
         "total": selectors.label_issue_count(project=project, filters=filters),
         "computation": selectors.label_issue_computation_latest(project=project),
         "by_month": selectors.error_rates_by_month(project=project),
+        "band_feature": band_feature,
+        "by_band": selectors.error_rates_by_feature_band(project=project, feature=band_feature)
+        if band_feature
+        else None,
+        "feature_names": [f.name for f in project_features(project=project)],
         "by_annotator": selectors.error_rates_by_annotator(project=project),
         "members": membership_list(project=project),
         "return_to": request.get_full_path(),
