@@ -17,7 +17,8 @@ finding them takes on a million cases.
    - each model family alone and their average: out-of-fold probabilities of
      logistic_regression, hist_gradient_boosting and random_forest (`out_of_fold`, same
      folds and seed), each ranked with `apps.review.ranking.label_verdicts`, and the mean of
-     the three probability matrices ranked the same way.
+     the three probability matrices ranked the same way; then again under four more seeds
+     (folds and models), so that a gain can be told from the luck of one split.
    Breast cancer: 569 cases, 398 labeled, 40 flipped. Heart failure: 20,000 patients, 16,577
    labeled, 2% of them flipped.
 2. Time, on 1,000,000 labeled cases x 30 features (--quick: 100,000): the training
@@ -38,7 +39,7 @@ Run as a module it is either the whole benchmark or one child step:
     python -m bench.bench_label_issues demo --dataset breast_cancer|heart_failure
     python -m bench.bench_label_issues train --project-id N
     python -m bench.bench_label_issues ours --version-id N
-    python -m bench.bench_label_issues raw --size N --seed N --folds N
+    python -m bench.bench_label_issues raw --size N --seed N --folds N [--compare-dsn DSN]
 (the child steps take the database from DATABASE_URL, as Django does).
 """
 
