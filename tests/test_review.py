@@ -339,3 +339,22 @@ def test_error_rates_by_feature_band_count_every_case_once(client, wdbc):
     client.force_login(users["reviewer"])
     page = client.get(reverse("review:board", args=[project.pk]) + "?band_feature=mean_radius")
     assert "mean_radius (fifths of the labeled cases)" in page.content.decode()
+
+
+def test_lost_label_issues_are_sent_again_once_due(wdbc, monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    _, _, _, version = wdbc
+    sent: list = []
+    monkeypatch.setattr(
+        services.current_app, "send_task", lambda name, args: sent.append((name, args))
+    )
+    assert services.label_issues_mend() == []  # just trained: not due yet
+    later = timezone.now() + timedelta(minutes=20)
+    assert services.label_issues_mend(now=later) == [version.pk]
+    assert sent == [("review.find_label_issues", [version.pk])]
+    services.label_issues_find(version_id=version.pk)
+    assert services.label_issues_mend(now=later) == []  # found: nothing to send
+    assert services.label_issues_mend(now=timezone.now() + timedelta(days=2)) == []

@@ -6,13 +6,17 @@ from __future__ import annotations
 import logging
 import re
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from celery import current_app
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef, Subquery
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerError
 
 from apps.accounts.models import User
 from apps.cases import bulk
@@ -115,6 +119,9 @@ def label_issues_find(*, version_id: int) -> LabelIssueComputation | None:
             model_family=version.model_family,
             seconds=time.monotonic() - started,
         )
+    LabelIssueComputation.objects.filter(pk=computation.pk).update(
+        seconds=time.monotonic() - started  # with the commit
+    )
     logger.info(
         "project %s: %s likely label errors among %s labeled cases (v%s)",
         project.pk,
@@ -171,6 +178,32 @@ def _label_issues_write(project_id: int, version_id: int, columns: dict[str, np.
         ),
         batch_size=2000,
     )
+
+
+# A version's label issues not found this long after it was stored were lost (a worker died,
+# the broker was down): send them again, for a day.
+LABEL_ISSUES_RESEND_AFTER = timedelta(minutes=15)
+
+
+def label_issues_mend(*, now=None) -> list[int]:
+    """Send again the label-issue task of each project's newest version that has none."""
+    now = now or timezone.now()
+    sent = []
+    done = LabelIssueComputation.objects.filter(model_version=OuterRef("pk"))
+    newest = ModelVersion.objects.filter(project=OuterRef("project")).order_by("-number")
+    candidates = ModelVersion.objects.filter(
+        pk=Subquery(newest.values("pk")[:1]),
+        created_at__lt=now - LABEL_ISSUES_RESEND_AFTER,
+        created_at__gt=now - timedelta(days=1),
+    ).exclude(Exists(done))
+    for version_id in candidates.values_list("pk", flat=True):
+        try:
+            current_app.send_task("review.find_label_issues", args=[version_id])
+        except (BrokerError, OSError) as error:
+            logger.warning("label issues of version %s not sent: %s", version_id, error)
+            continue
+        sent.append(version_id)
+    return sent
 
 
 def relabel_tasks_open(

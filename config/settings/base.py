@@ -171,6 +171,7 @@ CELERY_BEAT_SCHEDULE = {
         "task": "modeling.schedule_retrains",
         "schedule": float(CASEBOOK_RETRAIN_POLL_SECONDS),
     },
+    "review-label-issues-mender": {"task": "review.mend_label_issues", "schedule": 60.0},
     "modeling-production-checks": {
         "task": "modeling.check_models",
         "schedule": float(env_int("CASEBOOK_MONITOR_SECONDS", 600)),
