@@ -623,7 +623,7 @@ def test_the_mender_sends_again_what_a_lost_worker_left_undone(
     sent: list[tuple[str, int]] = []
     monkeypatch.setattr(services, "_enqueue", lambda task, pk: sent.append((task, pk)) or True)
     deployment = services.model_version_deploy(version=v2, deployed_by=data_scientist)
-    later = timezone.now() + timedelta(minutes=5)
+    later = timezone.now() + timedelta(minutes=20)  # past the time predicting may take
     services.training_runs_mend(now=later)
     assert (services.PREDICT_TASK, v2.pk) in sent
     assert (services.APPLY_TASK, deployment.pk) in sent
@@ -649,3 +649,54 @@ def test_compare_names_a_bad_pick(client, labeled_project, reviewer):
     assert b"Version 9 does not exist" in client.get(url + "?a=1&b=9").content
     assert b"Pick two different versions" in client.get(url + "?a=2&b=2").content
     assert b"compare-table" in client.get(url).content  # no pick: the two newest
+
+
+def test_review_regressions_rollback_twice_compare_late_cases_reproduce_failure_and_roles(
+    labeled_project, data_scientist, clinician, import_frame
+):
+    import pandas as pd
+
+    v1 = _run(labeled_project).model_version
+    v2 = _run(labeled_project).model_version
+    v3 = _run(labeled_project).model_version
+    services.model_version_deploy(version=v2, deployed_by=data_scientist, apply_now=True)
+    services.model_version_deploy(version=v3, deployed_by=data_scientist, apply_now=True)
+    # Rolling back twice goes back twice: v3 → v2 → v1.
+    assert (
+        services.model_version_rollback(
+            project=labeled_project, deployed_by=data_scientist
+        ).model_version
+        == v2
+    )
+    assert (
+        services.model_version_rollback(
+            project=labeled_project, deployed_by=data_scientist
+        ).model_version
+        == v1
+    )
+    # Cases imported after both versions predicted are not compared with someone else's row.
+    late = make_cases_frame(60, labeled=1.0, seed=21, start="2030-01-01")
+    late["external_id"] = [f"late{i}" for i in range(60)]
+    import_frame(labeled_project, data_scientist, late)
+    comparison = services.model_versions_compare(
+        a=v1, b=v2, objective=labeled_project.objectives.first() or _accuracy(labeled_project)
+    )
+    assert comparison["common"] is None or comparison["common"]["cases"] < 60 + 1
+    assert pd.Timestamp("2030-01-01") > pd.Timestamp("2025-01-01")
+    # A reproduction that cannot run says so instead of waiting forever.
+    Path(v3.training_run.snapshot_path).unlink()
+    result = services.training_run_reproduce_safely(run_id=v3.training_run_id)
+    assert result["status"] == "failed" and "snapshot" in result["error"]
+    # Clinicians get no model output from the API.
+    client = APIClient()
+    client.force_authenticate(clinician)
+    base = f"/api/projects/{labeled_project.pk}"
+    assert client.post(f"{base}/predict", {"case_ids": [1]}, format="json").status_code == 403
+    assert client.get(f"{base}/model-versions/1/").status_code == 403
+    assert client.get(f"{base}/objective").status_code == 403
+
+
+def _accuracy(project):
+    from apps.modeling.models import Objective
+
+    return Objective(project=project, metric="accuracy")

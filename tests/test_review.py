@@ -358,3 +358,44 @@ def test_lost_label_issues_are_sent_again_once_due(wdbc, monkeypatch):
     services.label_issues_find(version_id=version.pk)
     assert services.label_issues_mend(now=later) == []  # found: nothing to send
     assert services.label_issues_mend(now=timezone.now() + timedelta(days=2)) == []
+
+
+def test_mentions_end_before_punctuation_and_blind_threads_stay_hidden_in_the_api(
+    project, clinician, reviewer, data_scientist, import_frame
+):
+    from apps.cases.models import Case
+    from apps.labeling.services import label_record, queue_next
+    from apps.projects.models import Role
+    from apps.review.models import Mention
+    from tests.conftest import make_cases_frame
+
+    import_frame(project, data_scientist, make_cases_frame(5, labeled=0.0, seed=8))
+    case = Case.objects.filter(project=project).first()
+    services.comment_add(case=case, author=reviewer, body="Thanks @clara. Also @dana, see this.")
+    assert set(Mention.objects.values_list("user__username", flat=True)) == {"clara", "dana"}
+    label_record(case=case, value="heart_failure", author=reviewer)
+    services.relabel_tasks_open(
+        project=project, case_ids=[case.pk], created_by=reviewer, reason="check", assignee=clinician
+    )
+    queue_next(project=project, user=clinician, role=Role.CLINICIAN)
+    api = APIClient()
+    api.force_authenticate(clinician)
+    assert api.get(f"/api/cases/{case.pk}/comments").json() == []
+
+
+def test_a_constant_feature_still_counts_every_case(wdbc):
+    from apps.cases.models import Case
+    from apps.review.selectors import error_rates_by_feature_band
+
+    project, _, _, version = wdbc
+    services.label_issues_find(version_id=version.pk)
+    import numpy as np
+
+    first = Case.objects.filter(project=project).first()
+    width = len(np.frombuffer(bytes(first.features), dtype="<f8"))
+    for case in Case.objects.filter(project=project):
+        values = np.frombuffer(bytes(case.features), dtype="<f8").copy()
+        values[0] = 1.0
+        Case.objects.filter(pk=case.pk).update(features=values.tobytes())
+    bands = error_rates_by_feature_band(project=project, feature="mean_radius")
+    assert width == 30 and len(bands) == 1 and bands[0]["cases"] == 398

@@ -382,7 +382,7 @@ def _version_or_404(project: Project, number: int):
 class ModelVersionDetailApi(APIView):
     @extend_schema(responses=s.ModelVersionDetailOut)
     def get(self, request: Request, project_id: int, number: int) -> Response:
-        access = project_get_for_user(user=request.user, project_id=project_id)
+        access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
         version = _version_or_404(access.project, number)
         context = {"production_id": _production_id(access.project)}
         return Response(s.ModelVersionDetailOut(version, context=context).data)
@@ -425,7 +425,7 @@ class RollbackApi(APIView):
 class DeploymentListApi(APIView):
     @extend_schema(responses=s.DeploymentOut(many=True))
     def get(self, request: Request, project_id: int) -> Response:
-        access = project_get_for_user(user=request.user, project_id=project_id)
+        access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
         deployments = modeling_selectors.deployment_history(project=access.project)[:100]
         return Response(s.DeploymentOut(deployments, many=True).data)
 
@@ -438,7 +438,7 @@ class PredictApi(APIView):
     def post(self, request: Request, project_id: int) -> Response:
         """Predict stored cases (`case_ids`) or new ones (`cases`: feature values by name) with
         the production model. The answer names the version that made every prediction in it."""
-        access = project_get_for_user(user=request.user, project_id=project_id)
+        access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
         data = s.PredictIn(data=request.data)
         data.is_valid(raise_exception=True)
         try:
@@ -461,7 +461,7 @@ class PredictApi(APIView):
 class ObjectiveApi(APIView):
     @extend_schema(responses=s.ObjectiveOut)
     def get(self, request: Request, project_id: int) -> Response:
-        access = project_get_for_user(user=request.user, project_id=project_id)
+        access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
         return Response(
             s.ObjectiveOut(modeling_selectors.objective_current(project=access.project)).data
         )
@@ -482,7 +482,7 @@ class ObjectiveApi(APIView):
 class TrainingConfigApi(APIView):
     @extend_schema(responses=s.TrainingConfigOut)
     def get(self, request: Request, project_id: int) -> Response:
-        access = project_get_for_user(user=request.user, project_id=project_id)
+        access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
         config = modeling_selectors.training_config_current(project=access.project)
         return Response(s.TrainingConfigOut(config).data)
 
@@ -572,7 +572,8 @@ class CaseCommentApi(APIView):
     def get(self, request: Request, case_id: int) -> Response:
         """A case's discussion, oldest first (empty while the caller labels it blind)."""
         case, _ = _case_for_user(request, case_id)
-        if labeling_selectors.case_blind_for(case=case, user=request.user):
+        project = Project.objects.get(pk=case.project_id)  # the raw case carries a partial one
+        if review_selectors.discussion_hidden(case=case, user=request.user, project=project):
             return Response([])
         return Response(
             s.CommentOut(review_selectors.comment_thread(case_id=case.pk), many=True).data

@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 import traceback
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -99,11 +100,15 @@ class _Heartbeat(threading.Thread):
     def run(self) -> None:
         try:
             while not self.done.wait(HEARTBEAT_SECONDS):
-                TrainingRun.objects.filter(pk=self.run_id, status=RunStatus.RUNNING).update(
-                    heartbeat_at=timezone.now()
-                )
-        except Exception:
-            logger.exception("heartbeat of run %s stopped", self.run_id)
+                try:
+                    TrainingRun.objects.filter(pk=self.run_id, status=RunStatus.RUNNING).update(
+                        heartbeat_at=timezone.now()
+                    )
+                except Exception:
+                    # A database blip must not stop the beat: a silent heart gets the run
+                    # handed to a second worker while this one still trains.
+                    logger.exception("heartbeat of run %s missed a beat", self.run_id)
+                    connection.close()
         finally:
             connection.close()
 
@@ -258,8 +263,9 @@ def training_runs_mend(*, now=None) -> None:
     # Only for a day: one that keeps failing (its model file lost) is not retried forever.
     settled = now - RESEND_UNSENT_AFTER
     recent = now - timedelta(days=1)
+    # Predicting a million cases takes a while: resend only well after it should have ended.
     for version_id in ModelVersion.objects.filter(
-        predictions_path="", created_at__lt=settled, created_at__gt=recent
+        predictions_path="", created_at__lt=now - RESEND_SENT_AFTER, created_at__gt=recent
     ).values_list("pk", flat=True):
         _enqueue(PREDICT_TASK, version_id)
     newest = Deployment.objects.filter(project=OuterRef("project")).order_by("-id").values("pk")[:1]
@@ -432,10 +438,15 @@ def _train(run: TrainingRun, written: list[Path]) -> None:
     )
     folder = model_dir(project.pk)
     folder.mkdir(parents=True, exist_ok=True)
-    snapshot_path = folder / f"run-{run.pk}-labels.parquet"
+    # Files of this attempt only: a worker taken for dead that is still running must not
+    # overwrite the files of the attempt that replaced it.
+    stem = f"run-{run.pk}-a{run.attempts}"
+    snapshot_path = folder / f"{stem}-labels.parquet"
     snapshot.to_frame().to_parquet(snapshot_path, index=False)
     written.append(snapshot_path)
-    TrainingRun.objects.filter(pk=run.pk).update(
+    recorded = TrainingRun.objects.filter(
+        pk=run.pk, status=RunStatus.RUNNING, attempts=run.attempts
+    ).update(
         labels_version=labels_version,
         label_watermark=watermark,
         snapshot_sha256=snapshot.sha256(),
@@ -445,6 +456,8 @@ def _train(run: TrainingRun, written: list[Path]) -> None:
         code_version=code_version(),
         library_versions=library_versions(),
     )
+    if not recorded:
+        raise TrainingError("This attempt was replaced by another one; it stops here.")
     if run.trigger == RunTrigger.AUTO and _same_as_last_model(run, snapshot.content_sha256()):
         return
     _progress(run.pk, 20, f"Loaded {len(data.y)} labeled cases")
@@ -464,7 +477,7 @@ def _train(run: TrainingRun, written: list[Path]) -> None:
     if len(train_times):
         result.metrics["train_period"] = [str(train_times.min())[:10], str(train_times.max())[:10]]
     _progress(run.pk, 80, "Saving the model")
-    model_path = folder / f"run-{run.pk}.skops"
+    model_path = folder / f"{stem}.skops"
     written.append(model_path)
     sha = model_save(result.pipeline, model_path)
     with transaction.atomic():
@@ -486,7 +499,9 @@ def _train(run: TrainingRun, written: list[Path]) -> None:
             threshold=result.threshold,
             positive_class=classes[positive_index(objective, classes)],
         )
-        updated = TrainingRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
+        updated = TrainingRun.objects.filter(
+            pk=run.pk, status=RunStatus.RUNNING, attempts=run.attempts
+        ).update(
             status=RunStatus.SUCCEEDED,
             metrics=result.metrics,
             progress=85,
@@ -527,7 +542,7 @@ def version_predictions_store(
         frame = pd.DataFrame(proba, columns=classes)
         frame.insert(0, "case_id", matrix.case_ids)
         path = _predictions_path(version)
-        partial = path.with_suffix(".partial")
+        partial = path.with_suffix(f".{uuid.uuid4().hex}.partial")
         frame.to_parquet(partial, index=False)
         os.replace(partial, path)
         ModelVersion.objects.filter(pk=version.pk).update(
@@ -536,6 +551,8 @@ def version_predictions_store(
         version.refresh_from_db()
     current = _deployment_current(project.pk)
     due = current is None or (project.auto_deploy and current.model_version.number < version.number)
+    if current is not None and current.model_version_id == version.pk:
+        due = False  # deployed already (by a duplicate of this task)
     if deploy_if_due and due:
         deployment = model_version_deploy(
             version=version,
@@ -630,7 +647,9 @@ def model_version_rollback(
         raise ValidationError("Nothing is deployed yet: there is nothing to roll back.")
     current = history[0].model_version
     if to_version is None:
-        earlier = [d.model_version for d in history[1:] if d.model_version_id != current.pk]
+        # The newest version that served before and is older than the current one, so that
+        # rolling back twice goes back twice.
+        earlier = [d.model_version for d in history[1:] if d.model_version.number < current.number]
         if not earlier:
             raise ValidationError(
                 f"Version {current.number} is the only one ever deployed: there is no earlier one."
@@ -667,6 +686,8 @@ def deployment_apply(*, deployment_id: int) -> bool:
         newest = _deployment_current(version.project_id)
         if newest is None or newest.pk != deployment.pk:
             return False
+        if Deployment.objects.filter(pk=deployment.pk, scores_applied_at__isnull=False).exists():
+            return False  # a duplicate of this task applied it while we read the file
         case_scores_replace(
             project_id=version.project_id,
             model_version_number=version.number,
@@ -928,6 +949,23 @@ def monitoring_check_all() -> list[int]:
 # Reproduction.
 
 
+def training_run_reproduce_safely(*, run_id: int) -> dict[str, Any]:
+    """The worker's entry: a reproduction that cannot run says why on the run, instead of
+    leaving the page waiting."""
+    try:
+        return training_run_reproduce(run_id=run_id)
+    except Exception as error:
+        logger.exception("reproducing run %s failed", run_id)
+        message = " ".join(error.messages) if isinstance(error, ValidationError) else str(error)
+        result = {
+            "status": "failed",
+            "error": f"Could not reproduce: {message}",
+            "checked_at": timezone.now().isoformat(),
+        }
+        TrainingRun.objects.filter(pk=run_id).update(reproduction=result)
+        return result
+
+
 def training_run_reproduce(*, run_id: int) -> dict[str, Any]:
     """Retrain a run from its recorded snapshot, parameters and seed, and check that the new
     model predicts what the stored one does on every case of the snapshot. The result is
@@ -1175,26 +1213,38 @@ def model_versions_compare(
     slices: list[list[dict]] = [[], []]
     if len(ids):
         values = []
-        for n, version in enumerate((a, b)):
+        known = np.ones(len(ids), dtype=bool)
+        predicted: list = []
+        for version in (a, b):
             case_ids, proba = version_predictions_load(version)
-            position = np.searchsorted(case_ids, ids)
-            here = proba[np.minimum(position, len(case_ids) - 1)]
+            position = np.minimum(np.searchsorted(case_ids, ids), len(case_ids) - 1)
+            # Cases imported after the version predicted are not in its file: compare only
+            # the cases both versions predicted.
+            known &= case_ids[position] == ids
+            predicted.append((proba, position))
+        ids, labels, when = ids[known], labels[known], when[known]
+        for n, (version, (proba, position)) in enumerate(zip((a, b), predicted, strict=True)):
+            here = proba[position[known]]
             threshold = threshold_for(version, spec)
             values.append(objective_value(spec, labels, here, classes, threshold))
             slices[n] = month_slices(
                 when, labels, here, classes, spec, threshold, f"v{version.number}"
             )
-        common = {
-            "cases": len(ids),
-            "described": described,
-            "a": values[0],
-            "b": values[1],
-            "better": "a"
-            if better(spec, values[0], values[1])
-            else "b"
-            if better(spec, values[1], values[0])
-            else None,
-        }
+        common = (
+            None
+            if not len(ids)
+            else {
+                "cases": len(ids),
+                "described": described,
+                "a": values[0],
+                "b": values[1],
+                "better": "a"
+                if better(spec, values[0], values[1])
+                else "b"
+                if better(spec, values[1], values[0])
+                else None,
+            }
+        )
     rows = []
 
     def metric(version: ModelVersion, key: str) -> Any:
@@ -1266,8 +1316,9 @@ def threshold_for(version: ModelVersion, spec: ObjectiveSpec) -> float | None:
     """A version's threshold serves its own objective; under another objective the fair
     comparison is the most probable class."""
     same = version.objective_id and version.objective.spec() == spec
-    return (
-        version.threshold
-        if same or (not version.objective_id and spec.metric == "accuracy")
-        else None
+    default = (
+        not version.objective_id
+        and spec.metric == "accuracy"
+        and spec.positive_class in ("", version.positive_class)
     )
+    return version.threshold if same or default else None

@@ -25,7 +25,7 @@ def apply_deployment_task(deployment_id: int) -> None:
 
 @shared_task(name="modeling.reproduce_run", acks_late=True)
 def reproduce_run_task(run_id: int) -> None:
-    services.training_run_reproduce(run_id=run_id)
+    services.training_run_reproduce_safely(run_id=run_id)
 
 
 @shared_task(name="modeling.schedule_retrains", ignore_result=True)

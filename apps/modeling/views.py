@@ -56,7 +56,9 @@ def retrain(request: HttpRequest, project_id: int) -> HttpResponse:
             request,
             f"Run {run.pk} queued." if created else f"Run {run.pk} is already {run.status}.",
         )
-        return redirect(request.POST.get("next") or "workbench:project", project_id=project_id)
+        # Back to the page the button was on: only the models page or the project page.
+        back = "modeling:models" if request.POST.get("next") == "modeling:models" else None
+        return redirect(back or "workbench:project", project_id=project_id)
     context = runs_panel_context(access)
     context["notice"] = (
         f"Run {run.pk} queued." if created else f"Run {run.pk} is already {run.status}."

@@ -198,6 +198,22 @@ def saved_views(*, project: Project) -> QuerySet[SavedView]:
     return SavedView.objects.filter(project=project).select_related("created_by")
 
 
+def discussion_hidden(*, case, user, project: Project) -> bool:
+    """Whether a case's discussion is hidden from this user now: while they label it
+    independently (overlap), or relabel it blind."""
+    from apps.labeling.models import Lease, LeaseState, TaskKind
+    from apps.labeling.selectors import case_blind_for
+
+    if case_blind_for(case=case, user=user):
+        return True
+    return (
+        project.relabel_blind
+        and Lease.objects.filter(
+            case=case, user=user, state=LeaseState.ACTIVE, task__kind=TaskKind.RELABEL
+        ).exists()
+    )
+
+
 def comment_thread(*, case_id: int) -> QuerySet[Comment]:
     return Comment.objects.filter(case_id=case_id).select_related("author").order_by("id")
 
@@ -276,8 +292,10 @@ def error_rates_by_feature_band(
     edges = (
         np.unique(np.quantile(values[present], np.linspace(0, 1, bands + 1)))
         if present.any()
-        else []
+        else np.array([])
     )
+    if len(edges) == 1:  # a constant feature: one band holding every present value
+        edges = np.array([edges[0], edges[0]])
     rows = []
     for i in range(max(0, len(edges) - 1)):
         last = i == len(edges) - 2

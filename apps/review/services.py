@@ -63,8 +63,18 @@ def label_issues_find(*, version_id: int) -> LabelIssueComputation | None:
     _, counts = np.unique(data.y, return_counts=True)
     folds = int(min(FOLDS, counts.min())) if len(counts) > 1 else 0
     if folds < 2:
+        # Recorded, so that the scheduler does not ask again and the board can say why.
         logger.info("project %s: too few labels of a class to find label issues", project.pk)
-        return None
+        return LabelIssueComputation.objects.create(
+            project=project,
+            model_version=version,
+            cases=len(data.y),
+            issues=0,
+            misclassified=0,
+            folds=0,
+            model_family=version.model_family,
+            seconds=time.monotonic() - started,
+        )
     proba, _ = out_of_fold(
         data.X, data.y, classes, run.params, run.seed, version.model_family, folds
     )
@@ -107,6 +117,11 @@ def label_issues_find(*, version_id: int) -> LabelIssueComputation | None:
         "occurred_at": data.occurred_at,
     }
     with transaction.atomic():
+        # One writer per project at a time, and never an older version over a newer one.
+        Project.objects.select_for_update().get(pk=project.pk)
+        newest = LabelIssueComputation.objects.filter(project=project).first()
+        if newest is not None and newest.model_version.number >= version.number:
+            return None
         LabelIssue.objects.filter(project=project).delete()
         _label_issues_write(project.pk, version.pk, columns)
         computation = LabelIssueComputation.objects.create(
@@ -246,7 +261,7 @@ def relabel_tasks_open(
     return opened, len(pending)
 
 
-MENTION = re.compile(r"(?<![\w.])@([\w.+-]+)")
+MENTION = re.compile(r"(?<![\w.])@([\w.+-]*[\w+])")
 MAX_COMMENT = 5000
 
 

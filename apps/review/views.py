@@ -10,8 +10,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from apps.cases.models import Case
-from apps.labeling.models import LabelTask, Lease, LeaseState, TaskKind, TaskStatus
-from apps.labeling.selectors import case_blind_for
+from apps.labeling.models import LabelTask, TaskKind, TaskStatus
 from apps.projects.models import Role
 from apps.projects.selectors import (
     membership_list,
@@ -124,13 +123,7 @@ def _thread_context(request: HttpRequest, access, case: Case, **extra) -> dict:
         "access": access,
         "case": case,
         "comments": selectors.comment_thread(case_id=case.pk),
-        "hidden": case_blind_for(case=case, user=request.user)
-        or (
-            access.project.relabel_blind
-            and Lease.objects.filter(
-                case=case, user=request.user, state=LeaseState.ACTIVE, task__kind=TaskKind.RELABEL
-            ).exists()
-        ),
+        "hidden": selectors.discussion_hidden(case=case, user=request.user, project=access.project),
         **extra,
     }
 
