@@ -738,19 +738,34 @@ class LiveCases:
     occurred_at: np.ndarray
 
 
-def _live_cases(version: ModelVersion, after: str) -> LiveCases:
-    case_ids, proba = version_predictions_load(version)
+def _labeled_after(project_id: int, after: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(case ids, current labels, dates) of the labeled cases dated after `after`, by id."""
     rows = list(
-        Case.objects.filter(project_id=version.project_id, occurred_at__gt=after)
+        Case.objects.filter(project_id=project_id, occurred_at__gt=after)
         .exclude(current_label="")
+        .order_by("id")
         .values_list("id", "current_label", "occurred_at")
     )
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    position = np.searchsorted(case_ids, ids)
-    known = (position < len(case_ids)) & (case_ids[np.minimum(position, len(case_ids) - 1)] == ids)
-    labels = np.array([r[1] for r in rows], dtype=object)[known]
-    when = np.array([r[2].replace(tzinfo=None) for r in rows], dtype="datetime64[us]")[known]
-    return LiveCases(labels=labels, proba=proba[position[known]], occurred_at=when)
+    labels = np.array([r[1] for r in rows], dtype=object)
+    when = np.array([r[2].replace(tzinfo=None) for r in rows], dtype="datetime64[us]")
+    return ids, labels, when
+
+
+def _rows_of(case_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each of `ids` sits in a version's predictions (`case_ids`, sorted), and whether
+    it is there at all: cases imported after the version predicted are not."""
+    if not len(case_ids):
+        return np.zeros(len(ids), dtype=np.int64), np.zeros(len(ids), dtype=bool)
+    position = np.minimum(np.searchsorted(case_ids, ids), len(case_ids) - 1)
+    return position, case_ids[position] == ids
+
+
+def _live_cases(version: ModelVersion, after: str) -> LiveCases:
+    case_ids, proba = version_predictions_load(version)
+    ids, labels, when = _labeled_after(version.project_id, after)
+    position, known = _rows_of(case_ids, ids)
+    return LiveCases(labels=labels[known], proba=proba[position[known]], occurred_at=when[known])
 
 
 def month(day: str | None) -> str | None:
@@ -1189,15 +1204,7 @@ def _out_of_sample_cases(
     if None in ends:
         return np.empty(0, np.int64), np.empty(0, object), np.empty(0, "datetime64[us]"), ""
     cutoff = max(ends)
-    rows = list(
-        Case.objects.filter(project_id=a.project_id, occurred_at__gt=cutoff + "T23:59:59Z")
-        .exclude(current_label="")
-        .order_by("id")
-        .values_list("id", "current_label", "occurred_at")
-    )
-    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    labels = np.array([r[1] for r in rows], dtype=object)
-    when = np.array([r[2].replace(tzinfo=None) for r in rows], dtype="datetime64[us]")
+    ids, labels, when = _labeled_after(a.project_id, cutoff + "T23:59:59Z")
     return ids, labels, when, f"labeled cases dated after {cutoff}"
 
 
@@ -1217,10 +1224,8 @@ def model_versions_compare(
         predicted: list = []
         for version in (a, b):
             case_ids, proba = version_predictions_load(version)
-            position = np.minimum(np.searchsorted(case_ids, ids), len(case_ids) - 1)
-            # Cases imported after the version predicted are not in its file: compare only
-            # the cases both versions predicted.
-            known &= case_ids[position] == ids
+            position, present = _rows_of(case_ids, ids)
+            known &= present  # compare only the cases both versions predicted
             predicted.append((proba, position))
         ids, labels, when = ids[known], labels[known], when[known]
         for n, (version, (proba, position)) in enumerate(zip((a, b), predicted, strict=True)):

@@ -80,25 +80,19 @@ def label_issues_find(*, version_id: int) -> LabelIssueComputation | None:
     )
     verdicts = label_verdicts(data.y, proba, classes)
     # Who gave each label and when: one read of the project's label rows, matched in numpy.
-    known = np.array(
+    history = list(
         Label.objects.filter(project=project, pk__lte=run.label_watermark or 0)
         .order_by("pk")
-        .values_list("pk", "author_id"),
-        dtype=np.int64,
-    ).reshape(-1, 2)
-    # UTC, without the zone numpy cannot hold.
-    stamps = np.array(
-        [
-            when.replace(tzinfo=None)
-            for when in Label.objects.filter(project=project, pk__lte=run.label_watermark or 0)
-            .order_by("pk")
-            .values_list("created_at", flat=True)
-        ],
-        dtype="datetime64[us]",
+        .values_list("pk", "author_id", "created_at")
     )
-    where = np.searchsorted(known[:, 0], label_ids)
-    authors = known[where, 1]
-    labeled_at = stamps[where]
+    n_history = len(history)
+    known_ids = np.fromiter((r[0] for r in history), dtype=np.int64, count=n_history)
+    where = np.searchsorted(known_ids, label_ids)
+    authors = np.fromiter((r[1] for r in history), dtype=np.int64, count=n_history)[where]
+    # UTC, without the zone numpy cannot hold.
+    labeled_at = np.array([r[2].replace(tzinfo=None) for r in history], dtype="datetime64[us]")[
+        where
+    ]
     given = np.asarray(classes, dtype=object)[verdicts.given]
     suggested = np.asarray(classes, dtype=object)[verdicts.suggested]
     rows = np.arange(len(label_ids))
