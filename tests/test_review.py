@@ -399,3 +399,179 @@ def test_a_constant_feature_still_counts_every_case(wdbc):
         Case.objects.filter(pk=case.pk).update(features=values.tobytes())
     bands = error_rates_by_feature_band(project=project, feature="mean_radius")
     assert width == 30 and len(bands) == 1 and bands[0]["cases"] == 398
+
+
+def _feature_column(project, name):
+    """Each case's value of one feature, by case id, from the cases themselves."""
+    from apps.cases.selectors import case_feature_matrix
+
+    matrix = case_feature_matrix(project_id=project.pk)
+    column = matrix.values[:, matrix.feature_names.index(name)]
+    return dict(zip(matrix.case_ids.tolist(), column.tolist(), strict=True))
+
+
+def _all_rows(project, query, features):
+    """Every row the board shows for a query, following the keyset pages."""
+    rows, after = [], None
+    while True:
+        filters = BoardFilters.from_query(
+            {**query, **({"after": after} if after else {})}, features=features
+        )
+        assert not filters.errors, filters.errors
+        page, following = label_issue_page(project=project, filters=filters, limit=37)
+        rows += page
+        if following is None:
+            return rows
+        after = f"{following[0]!r},{following[1]}"
+
+
+def test_feature_ranges_return_what_they_say_and_missing_never_matches(wdbc):
+    import math
+
+    import numpy as np
+
+    from apps.cases.models import Case
+    from apps.review.selectors import board_features, label_issue_count
+
+    project, _, _, version = wdbc
+    # Three labeled cases lose their mean radius before the verdicts are computed.
+    blanked = list(
+        Case.objects.filter(project=project).exclude(current_label="").order_by("id")[:3]
+    )
+    for case in blanked:
+        values = np.frombuffer(bytes(case.features), dtype="<f8").copy()
+        values[0] = np.nan
+        Case.objects.filter(pk=case.pk).update(features=values.tobytes())
+    services.label_issues_find(version_id=version.pk)
+    features = board_features(project=project)
+    radius = _feature_column(project, "mean_radius")
+    texture = _feature_column(project, "mean_texture")
+    labeled = set(LabelIssue.objects.filter(project=project).values_list("case_id", flat=True))
+
+    def expected(test):
+        return {c for c in labeled if test(radius[c], texture[c])}
+
+    # A closed range, bounds included: 14 ≤ mean_radius ≤ 18.
+    edge = sorted(v for c, v in radius.items() if c in labeled and 14 <= v <= 18)[0]
+    query = {"kind": "all", "min.mean_radius": repr(edge), "max.mean_radius": "18"}
+    rows = _all_rows(project, query, features)
+    assert {r.case_id for r in rows} == expected(lambda r, t: edge <= r <= 18)
+    assert any(r.range_values == [edge] for r in rows)  # the lower bound itself matches
+    assert all(r.range_values == [radius[r.case_id]] for r in rows)
+    filters = BoardFilters.from_query(query, features=features)
+    assert label_issue_count(project=project, filters=filters) == len(rows)
+    # Two features at once, one bound each, with another filter.
+    query = {"kind": "all", "min.mean_radius": "15", "max.mean_texture": "20", "given": "malignant"}
+    rows = _all_rows(project, query, features)
+    want = {
+        c
+        for c in expected(lambda r, t: r >= 15 and t <= 20)
+        if LabelIssue.objects.get(project=project, case_id=c).given_label == "malignant"
+    }
+    assert want and {r.case_id for r in rows} == want
+    assert all(len(r.range_values) == 2 for r in rows)
+    # Missing never matches, even with an open bound on either side.
+    blanked_ids = {c.pk for c in blanked}
+    assert all(math.isnan(radius[c]) for c in blanked_ids)
+    for query in ({"min.mean_radius": "-1e300"}, {"max.mean_radius": "1e300"}):
+        rows = _all_rows(project, {"kind": "all", **query}, features)
+        assert {r.case_id for r in rows} == labeled - blanked_ids
+    # A range nothing satisfies, and one below every value.
+    assert _all_rows(project, {"kind": "all", "min.mean_radius": "1000"}, features) == []
+    assert _all_rows(project, {"kind": "all", "max.mean_radius": "-5"}, features) == []
+
+
+def test_feature_ranges_refuse_bad_input_with_a_clear_error(client, wdbc):
+    from apps.review.selectors import board_features
+
+    project, _, users, version = wdbc
+    services.label_issues_find(version_id=version.pk)
+    features = board_features(project=project)
+
+    def errors(query):
+        return BoardFilters.from_query(query, features=features).errors
+
+    assert errors({"min.shoe_size": "3"}) == ["No feature 'shoe_size' in this project."]
+    assert errors({"min.mean_radius": "sixty"}) == [
+        "mean_radius: the minimum 'sixty' is not a number."
+    ]
+    assert errors({"max.mean_radius": "inf"}) == [
+        "mean_radius: the maximum must be a finite number."
+    ]
+    assert errors({"min.mean_radius": "18", "max.mean_radius": "14"}) == [
+        "mean_radius: the minimum 18 is above the maximum 14."
+    ]
+    assert errors({"add_feature": "mean_radius"}) == [
+        "Give mean_radius a minimum, a maximum or both."
+    ]
+    assert errors({"add_min": "3"}) == ["Choose the feature of the new range."]
+    too_many = {f"min.{name}": "0" for name in list(features)[:11]}
+    assert errors(too_many) == ["At most 10 feature ranges at once, not 11."]
+    # Both bounds cleared in the form: the range is simply gone.
+    assert errors({"min.mean_radius": "", "max.mean_radius": ""}) == []
+    client.force_login(users["reviewer"])
+    url = reverse("review:board", args=[project.pk])
+    page = client.get(url + "?min.shoe_size=3&max.mean_radius=big")
+    assert page.status_code == 400
+    assert "No feature &#x27;shoe_size&#x27; in this project." in page.content.decode()
+    assert "mean_radius: the maximum &#x27;big&#x27; is not a number." in page.content.decode()
+    api = APIClient()
+    api.force_authenticate(users["reviewer"])
+    answer = api.get(f"/api/projects/{project.pk}/label-issues/?min.mean_radius=x")
+    assert answer.status_code == 400
+    assert answer.json()["detail"] == "mean_radius: the minimum 'x' is not a number."
+
+
+def test_feature_ranges_in_the_form_the_api_and_a_saved_view(client, wdbc):
+    from apps.review.models import SavedView
+
+    project, _, users, version = wdbc
+    services.label_issues_find(version_id=version.pk)
+    radius = _feature_column(project, "mean_radius")
+    client.force_login(users["reviewer"])
+    url = reverse("review:board", args=[project.pk])
+    # The form's new-range row: a feature and its bounds.
+    page = client.get(
+        url, {"kind": "all", "add_feature": "mean_radius", "add_min": "15", "add_max": "20"}
+    )
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert (
+        'name="min.mean_radius" value="15"' in html and 'name="max.mean_radius" value="20"' in html
+    )
+    shown = page.context["rows"]
+    assert shown and all(15 <= radius[r.case_id] <= 20 for r in shown)
+    # The next page keeps the range.
+    assert "min.mean_radius=15" in page.context["next_query"]
+    # The API takes the same parameters.
+    api = APIClient()
+    api.force_authenticate(users["reviewer"])
+    body = api.get(
+        f"/api/projects/{project.pk}/label-issues/",
+        {"kind": "all", "min.mean_radius": "15", "max.mean_radius": "20", "limit": 500},
+    ).json()
+    assert body["count"] == len(body["results"]) > len(shown) - 1
+    assert all(15 <= radius[r["case_id"]] <= 20 for r in body["results"])
+    # Saved, the view keeps the ranges and opens the same slice.
+    save = reverse("review:save_view", args=[project.pk])
+    client.post(
+        save,
+        {
+            "name": "large tumours",
+            "query": "kind=all&min.mean_radius=15&max.mean_radius=20&max.mean_texture=25",
+        },
+    )
+    view = SavedView.objects.get(project=project, name="large tumours")
+    assert view.query == "kind=all&min.mean_radius=15&max.mean_radius=20&max.mean_texture=25"
+    reopened = client.get(f"{url}?{view.query}")
+    texture = _feature_column(project, "mean_texture")
+    assert [r.case_id for r in reopened.context["rows"]] == [
+        r["case_id"] for r in body["results"] if texture[r["case_id"]] <= 25
+    ][:50]
+    # A saved view whose filters do not fit is refused with the reason.
+    names = ",".join("x" * 100 for _ in range(25))
+    too_long = client.post(
+        save, {"name": "long", "query": f"kind=all&annotator={names}"}, follow=True
+    )
+    assert "too long to save" in too_long.content.decode()
+    assert not SavedView.objects.filter(name="long").exists()

@@ -536,6 +536,16 @@ class LabelIssueListApi(APIView):
             OpenApiParameter("max_confidence", float),
             OpenApiParameter("annotator", str, description="username"),
             OpenApiParameter("month", str, description="YYYY-MM of the case"),
+            OpenApiParameter(
+                "min.{feature}",
+                float,
+                description="lowest value of a feature, e.g. min.age=60 (any feature, repeatable)",
+            ),
+            OpenApiParameter(
+                "max.{feature}",
+                float,
+                description="highest value of a feature, e.g. max.ejection_fraction=30",
+            ),
             OpenApiParameter("after", str, description="next_after of the previous page"),
             OpenApiParameter("limit", int, description="1-500, default 50"),
         ],
@@ -543,9 +553,13 @@ class LabelIssueListApi(APIView):
     )
     def get(self, request: Request, project_id: int) -> Response:
         """Likely label errors (confident learning on out-of-sample probabilities), most
-        likely wrong first, filtered and paged by keyset."""
+        likely wrong first, filtered and paged by keyset. Feature ranges include their bounds;
+        a missing value never matches."""
         access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
-        filters = BoardFilters.from_query(request.query_params)
+        filters = BoardFilters.from_query(
+            request.query_params,
+            features=review_selectors.board_features(project=access.project),
+        )
         try:
             limit = min(500, max(1, int(request.query_params.get("limit", 50))))
         except ValueError:

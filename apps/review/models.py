@@ -44,6 +44,15 @@ class LabelIssue(models.Model):
     )
     labeled_at = models.DateTimeField()
     occurred_at = models.DateTimeField(null=True)
+    # The case's features when the verdicts were computed, for the board's feature ranges:
+    # 8 bytes per feature at 8 × Feature.position, encoded so that bytes sort as the numbers
+    # do (apps.review.feature_keys). A range is then a comparison of bytes on this row, which
+    # SQLite and PostgreSQL both make natively on the rows the keyset walk already reads.
+    # Decoding Case.features in SQL instead needs a function of our own on each database (on
+    # SQLite a Python callback per row), a join to the case for every row walked and counted,
+    # and per-row float arithmetic; the features are in memory when verdicts are computed, and
+    # a case's features never change after its import.
+    feature_keys = models.BinaryField(default=b"")
 
     class Meta:
         indexes = [
@@ -80,7 +89,8 @@ class SavedView(models.Model):
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     name = models.CharField(max_length=80)
-    query = models.CharField(max_length=500)
+    # Room for several feature ranges (three parameters each) besides the other filters.
+    query = models.CharField(max_length=2000)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
     )

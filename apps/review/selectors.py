@@ -3,14 +3,19 @@ and paged by keyset (so that page 1,000 of a million cases costs what page 1 doe
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
 
-from django.db.models import Count, Q, QuerySet
-from django.db.models.functions import TruncMonth
+from django.db.models import BinaryField, Count, Q, QuerySet
+from django.db.models.functions import Substr, TruncMonth
 
 from apps.labeling.models import Label, LabelKind
-from apps.projects.models import Project
+from apps.projects.models import Feature, Project
+from apps.review import feature_keys
 from apps.review.models import Comment, LabelIssue, LabelIssueComputation, Mention, SavedView
 
 KINDS = {
@@ -18,6 +23,36 @@ KINDS = {
     "misclassified": "Misclassified (model disagrees)",
     "all": "All labeled cases",
 }
+
+
+# More ranges than this is not a slice a reviewer reads, and each one is a condition per row.
+MAX_FEATURE_RANGES = 10
+# Query-string parameters of a feature range: min.<feature> and max.<feature>. The board's
+# form adds a range through add_feature, add_min and add_max (a new range's name cannot be a
+# parameter's name without script).
+RANGE_MIN, RANGE_MAX = "min.", "max."
+
+
+@dataclass
+class FeatureRange:
+    """min ≤ value ≤ max of one feature (either bound may be open); missing never matches."""
+
+    name: str
+    position: int
+    min: float | None = None
+    max: float | None = None
+
+    def label(self) -> str:
+        if self.min is not None and self.max is not None:
+            return f"{_number(self.min)} ≤ {self.name} ≤ {_number(self.max)}"
+        if self.min is not None:
+            return f"{self.name} ≥ {_number(self.min)}"
+        return f"{self.name} ≤ {_number(self.max)}"
+
+
+def _number(value: float) -> str:
+    """A bound as typed: 60 rather than 60.0, and every digit of 0.1 + 0.2."""
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
 
 
 @dataclass
@@ -30,12 +65,20 @@ class BoardFilters:
     max_confidence: float | None = None
     annotator: str = ""
     month: str = ""  # YYYY-MM
+    features: list[FeatureRange] = field(default_factory=list)
+    # The ranges as typed, valid or not (name, min, max), for the form to show them again.
+    range_inputs: list[tuple[str, str, str]] = field(default_factory=list)
     after: tuple[float, int] | None = None  # keyset: (label_quality, id) of the last row shown
     errors: list[str] = field(default_factory=list)
 
     @classmethod
-    def from_query(cls, query) -> BoardFilters:
-        """From a query string (the board's form, the API); bad values are named, not fatal."""
+    def from_query(
+        cls, query: Mapping[str, Any], *, features: Mapping[str, int] | None = None
+    ) -> BoardFilters:
+        """From a query string (the board's form, the API); bad values are named, not fatal.
+
+        `features` maps the project's feature names to their positions; a range on any other
+        name is an error."""
         found = cls()
         found.kind = query.get("kind") or "issues"
         if found.kind not in KINDS:
@@ -64,6 +107,7 @@ class BoardFilters:
                 found.errors.append(f"{name.replace('_', ' ')} must be between 0 and 1.")
                 continue
             setattr(found, name, value)
+        found._ranges_from(query, features or {})
         after = query.get("after", "")
         if after:
             try:
@@ -73,9 +117,58 @@ class BoardFilters:
                 found.errors.append("The page position is not valid; showing the first page.")
         return found
 
-    def query_string(self, **changes) -> str:
-        from urllib.parse import urlencode
+    def _ranges_from(self, query: Mapping[str, Any], features: Mapping[str, int]) -> None:
+        bounds: dict[str, dict[str, str]] = {}
+        for key in query:
+            for prefix, bound in ((RANGE_MIN, "min"), (RANGE_MAX, "max")):
+                if key.startswith(prefix):
+                    bounds.setdefault(key[len(prefix) :], {})[bound] = query.get(key, "").strip()
+        added = query.get("add_feature", "")
+        added_bounds = {b: query.get(f"add_{b}", "").strip() for b in ("min", "max")}
+        if added:
+            if not any(added_bounds.values()):
+                self.errors.append(f"Give {added} a minimum, a maximum or both.")
+            bounds[added] = added_bounds  # the new range replaces an earlier one of the feature
+        elif any(added_bounds.values()):
+            self.errors.append("Choose the feature of the new range.")
+        for name, raw in bounds.items():
+            if not any(raw.values()):
+                continue  # both bounds cleared in the form: the range is removed
+            self.range_inputs.append((name, raw.get("min", ""), raw.get("max", "")))
+            if name not in features:
+                self.errors.append(f"No feature {name!r} in this project.")
+                continue
+            found = FeatureRange(name=name, position=features[name])
+            for bound in ("min", "max"):
+                text = raw.get(bound, "")
+                if text == "":
+                    continue
+                try:
+                    value = float(text)
+                except ValueError:
+                    self.errors.append(f"{name}: the {bound}imum {text!r} is not a number.")
+                    continue
+                if not math.isfinite(value):
+                    self.errors.append(f"{name}: the {bound}imum must be a finite number.")
+                    continue
+                setattr(found, bound, value)
+            if found.min is None and found.max is None:
+                continue
+            if found.min is not None and found.max is not None and found.min > found.max:
+                self.errors.append(
+                    f"{name}: the minimum {_number(found.min)} is above the maximum "
+                    f"{_number(found.max)}."
+                )
+                continue
+            self.features.append(found)
+        if len(self.features) > MAX_FEATURE_RANGES:
+            self.errors.append(
+                f"At most {MAX_FEATURE_RANGES} feature ranges at once, not {len(self.features)}."
+            )
+            del self.features[MAX_FEATURE_RANGES:]
 
+    def query_pairs(self, **changes: Any) -> list[tuple[str, str]]:
+        """The filters as query-string pairs (without the empty ones), feature ranges last."""
         values = {
             "kind": self.kind,
             "given": self.given,
@@ -85,9 +178,31 @@ class BoardFilters:
             "max_confidence": "" if self.max_confidence is None else self.max_confidence,
             "annotator": self.annotator,
             "month": self.month,
-            **changes,
         }
-        return urlencode({k: v for k, v in values.items() if v not in ("", None)})
+        ranges = {}
+        for r in self.features:
+            if r.min is not None:
+                ranges[RANGE_MIN + r.name] = _number(r.min)
+            if r.max is not None:
+                ranges[RANGE_MAX + r.name] = _number(r.max)
+        merged = {**values, **ranges, **changes}
+        return [(k, str(v)) for k, v in merged.items() if v not in ("", None)]
+
+    def query_string(self, **changes: Any) -> str:
+        return urlencode(self.query_pairs(**changes))
+
+    def without_range(self, name: str) -> str:
+        """The query string of these filters less one feature's range."""
+        return urlencode(
+            [(k, v) for k, v in self.query_pairs() if k not in (RANGE_MIN + name, RANGE_MAX + name)]
+        )
+
+
+def board_features(*, project: Project) -> dict[str, int]:
+    """The project's feature names and their positions, for BoardFilters.from_query."""
+    return dict(
+        Feature.objects.filter(project=project).order_by("position").values_list("name", "position")
+    )
 
 
 def _filtered(project: Project, f: BoardFilters) -> QuerySet[LabelIssue]:
@@ -111,19 +226,42 @@ def _filtered(project: Project, f: BoardFilters) -> QuerySet[LabelIssue]:
     if f.month:
         year, month = (int(p) for p in f.month.split("-"))
         rows = rows.filter(occurred_at__year=year, occurred_at__month=month)
+    for i, r in enumerate(f.features):
+        # The bytes of one feature compared with the bounds' bytes (see feature_keys): an open
+        # bound is ±inf, so a missing value (above +inf) never matches.
+        value = Substr(
+            "feature_keys",
+            feature_keys.WIDTH * r.position + 1,
+            feature_keys.WIDTH,
+            output_field=BinaryField(),
+        )
+        low = feature_keys.LOWEST if r.min is None else feature_keys.encode_value(r.min)
+        high = feature_keys.HIGHEST if r.max is None else feature_keys.encode_value(r.max)
+        rows = rows.alias(**{f"feature_{i}": value}).filter(**{f"feature_{i}__range": (low, high)})
     return rows
 
 
 def label_issue_page(
     *, project: Project, filters: BoardFilters, limit: int = 50
 ) -> tuple[list[LabelIssue], tuple[float, int] | None]:
-    """One page, most likely wrong first; and the keyset of the next page (None at the end)."""
+    """One page, most likely wrong first; and the keyset of the next page (None at the end).
+
+    Each row carries `range_values`: its values of the filtered features (None if missing)."""
     rows = _filtered(project, filters).select_related("case", "labeled_by")
     if filters.after is not None:
         quality, last_id = filters.after
-        rows = rows.filter(Q(label_quality__gt=quality) | Q(label_quality=quality, id__gt=last_id))
+        # The plain `>=` is what the index scan starts from: neither database turns the OR
+        # into a starting point, and without it a deep page would walk every row before it.
+        rows = rows.filter(
+            Q(label_quality__gt=quality) | Q(label_quality=quality, id__gt=last_id),
+            label_quality__gte=quality,
+        )
     page = list(rows.order_by("label_quality", "id")[: limit + 1])
     following = (page[limit - 1].label_quality, page[limit - 1].pk) if len(page) > limit else None
+    for row in page:
+        row.range_values = [
+            feature_keys.decode(row.feature_keys, r.position) for r in filters.features
+        ]
     return page[:limit], following
 
 

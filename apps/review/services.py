@@ -28,9 +28,10 @@ from apps.modeling.ml.training import out_of_fold
 from apps.modeling.models import ModelVersion
 from apps.modeling.services import training_data
 from apps.projects.models import Membership, Project
+from apps.review import feature_keys
 from apps.review.models import Comment, LabelIssue, LabelIssueComputation, Mention, SavedView
 from apps.review.ranking import label_verdicts
-from apps.review.selectors import BoardFilters
+from apps.review.selectors import BoardFilters, board_features
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +94,8 @@ def label_issues_find(*, version_id: int) -> LabelIssueComputation | None:
     labeled_at = np.array([r[2].replace(tzinfo=None) for r in history], dtype="datetime64[us]")[
         where
     ]
+    # Every feature, not just the configuration's: the board filters on any of them.
+    keys = feature_keys.encode_rows(matrix.values[np.searchsorted(matrix.case_ids, data.case_ids)])
     given = np.asarray(classes, dtype=object)[verdicts.given]
     suggested = np.asarray(classes, dtype=object)[verdicts.suggested]
     rows = np.arange(len(label_ids))
@@ -109,6 +112,7 @@ def label_issues_find(*, version_id: int) -> LabelIssueComputation | None:
         "labeled_by_id": authors,
         "labeled_at": labeled_at,
         "occurred_at": data.occurred_at,
+        "feature_keys": keys,
     }
     with transaction.atomic():
         # One writer per project at a time, and never an older version over a newer one.
@@ -160,6 +164,7 @@ def _label_issues_write(project_id: int, version_id: int, columns: dict[str, np.
             "labeled_by_id": bulk.binary_int8(columns["labeled_by_id"], n),
             "labeled_at": bulk.binary_timestamptz(columns["labeled_at"], n),
             "occurred_at": bulk.binary_timestamptz(columns["occurred_at"], n),
+            "feature_keys": bulk.binary_bytea_rows(columns["feature_keys"]),
         }
         bulk.copy_binary(LabelIssue._meta.db_table, list(fields), list(fields.values()))
         return
@@ -182,6 +187,7 @@ def _label_issues_write(project_id: int, version_id: int, columns: dict[str, np.
                 labeled_by_id=int(columns["labeled_by_id"][i]),
                 labeled_at=labeled[i].to_pydatetime(),
                 occurred_at=None if pd.isna(occurred[i]) else occurred[i].to_pydatetime(),
+                feature_keys=columns["feature_keys"][i].tobytes(),
             )
             for i in range(n)
         ),
@@ -305,13 +311,18 @@ def saved_view_save(*, project: Project, name: str, query: str, created_by: User
     if len(name) > 80:
         raise ValidationError({"name": "At most 80 characters."})
     pairs = [(k, v) for k, v in parse_qsl(query.lstrip("?")) if k != "after"]
-    filters = BoardFilters.from_query(dict(pairs))
+    filters = BoardFilters.from_query(dict(pairs), features=board_features(project=project))
     if filters.errors:
         raise ValidationError({"query": filters.errors})
+    kept = filters.query_string()
+    limit = SavedView._meta.get_field("query").max_length
+    if len(kept) > limit:
+        too_long = f"These filters are too long to save ({len(kept)} characters, at most {limit})."
+        raise ValidationError({"query": too_long})
     try:
         with transaction.atomic():
             return SavedView.objects.create(
-                project=project, name=name, query=filters.query_string(), created_by=created_by
+                project=project, name=name, query=kept, created_by=created_by
             )
     except IntegrityError:
         raise ValidationError({"name": f"A view named {name!r} exists already."}) from None

@@ -27,9 +27,11 @@ from apps.review.selectors import KINDS, BoardFilters
 def board(request: HttpRequest, project_id: int) -> HttpResponse:
     access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
     project = access.project
-    filters = BoardFilters.from_query(request.GET)
+    features = project_features(project=project)
+    filters = BoardFilters.from_query(request.GET, features={f.name: f.position for f in features})
     band_feature = request.GET.get("band_feature", "")
     rows, following = selectors.label_issue_page(project=project, filters=filters)
+    units = {f.name: f.unit for f in features}
     context = {
         "project": project,
         "access": access,
@@ -55,12 +57,24 @@ def board(request: HttpRequest, project_id: int) -> HttpResponse:
         "by_band": selectors.error_rates_by_feature_band(project=project, feature=band_feature)
         if band_feature
         else None,
-        "feature_names": [f.name for f in project_features(project=project)],
+        "features": features,
+        "feature_names": [f.name for f in features],
+        "range_rows": [
+            {
+                "name": name,
+                "min": low,
+                "max": high,
+                "unit": units.get(name, ""),
+                "remove": filters.without_range(name),
+            }
+            for name, low, high in filters.range_inputs
+        ],
         "by_annotator": selectors.error_rates_by_annotator(project=project),
         "members": membership_list(project=project),
         "return_to": request.get_full_path(),
         "saved_views": selectors.saved_views(project=project),
         "current_query": filters.query_string(),
+        "filter_pairs": filters.query_pairs(),
     }
     return render(request, "review/board.html", context, status=400 if filters.errors else 200)
 
