@@ -44,6 +44,28 @@ def test_csv_import_stores_cases_features_and_imported_labels(project, data_scie
     assert project.labels_version == result.labels
 
 
+def test_feature_matrix_reads_ids_dates_and_values_as_the_general_path_does(
+    project, data_scientist, cases_csv
+):
+    from apps.cases import selectors
+
+    path = cases_csv(
+        "external_id,occurred_at,age,creatinine,nt_pro_bnp\n"
+        "a,2024-03-01T10:30:00Z,70,,NA\nb,,61,1.5,300\nc,1999-12-31T23:59:59.5Z,,2,\n"
+    )
+    _import(project, path, data_scientist)
+    matrix = case_feature_matrix(project_id=project.pk)
+    ids, occurred, values = selectors._feature_rows_fetch(project.pk, 3)
+    np.testing.assert_array_equal(matrix.case_ids, ids)
+    np.testing.assert_array_equal(matrix.occurred_at, occurred)
+    np.testing.assert_array_equal(matrix.values, values)  # NaN where missing, in both
+    stored = list(Case.objects.filter(project=project).order_by("id"))
+    assert matrix.case_ids.tolist() == [c.pk for c in stored]
+    assert str(matrix.occurred_at[0]) == "2024-03-01T10:30:00.000000"
+    assert np.isnat(matrix.occurred_at[1])
+    assert str(matrix.occurred_at[2]) == "1999-12-31T23:59:59.500000"  # before PostgreSQL's epoch
+
+
 def test_parquet_import_matches_csv(project, data_scientist, tmp_path):
     frame = make_cases_frame(20, labeled=1.0)
     path = tmp_path / "cases.parquet"

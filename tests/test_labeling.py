@@ -2,6 +2,7 @@
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import connection
 
 from apps.cases.models import Case
 from apps.labeling import selectors
@@ -133,6 +134,37 @@ def test_snapshot_takes_each_cases_newest_label_at_the_watermark(project, cases,
     assert before.sha256() != now.sha256()
     again = selectors.label_snapshot(project_id=project.pk, watermark=watermark)
     assert again.sha256() == before.sha256()
+
+
+def test_snapshot_leaves_out_withdrawn_labels_and_keeps_values_outside_the_classes(
+    project, cases, clinician
+):
+    first = label_record(case=cases[0], value="heart_failure", author=clinician)
+    label_undo_last(project=project, author=clinician)  # newest row of case 0: empty value
+    kept = label_record(case=cases[1], value="no_heart_failure", author=clinician)
+    snapshot = selectors.label_snapshot(
+        project_id=project.pk, watermark=selectors.label_watermark(project_id=project.pk)
+    )
+    assert snapshot.case_ids.tolist() == [cases[1].pk]
+    assert snapshot.label_ids.tolist() == [kept.pk]
+    assert snapshot.values.tolist() == ["no_heart_failure"]
+    watermark = selectors.label_watermark(project_id=project.pk)
+    if connection.vendor == "postgresql":  # the fast path was the one taken
+        assert selectors._label_snapshot_copy(project.pk, watermark, project.classes) is not None
+    # A class dropped from the project after labels used it: the label is still read as given
+    # (on PostgreSQL through the general query rather than the class-coded COPY).
+    Label.objects.filter(pk=first.pk).update(value="borderline")
+    Label.objects.filter(case=cases[0]).exclude(pk=first.pk).delete()
+    snapshot = selectors.label_snapshot(
+        project_id=project.pk, watermark=selectors.label_watermark(project_id=project.pk)
+    )
+    assert dict(zip(snapshot.case_ids.tolist(), snapshot.values.tolist(), strict=True)) == {
+        cases[0].pk: "borderline",
+        cases[1].pk: "no_heart_failure",
+    }
+    assert snapshot.label_ids.tolist() == [first.pk, kept.pk]
+    if connection.vendor == "postgresql":
+        assert selectors._label_snapshot_copy(project.pk, watermark, project.classes) is None
 
 
 def test_current_label_always_equals_the_newest_history_row(project, cases, clinician, reviewer):

@@ -47,7 +47,14 @@ def _run(project, **kwargs) -> TrainingRun:
     assert created
     run = services.training_run_execute(run_id=run.pk)
     assert run.status == RunStatus.SUCCEEDED, run.error
+    _worker_applies_deployments(project)
     return run
+
+
+def _worker_applies_deployments(project) -> None:
+    """What the default queue's worker does with a deploy the run left to it."""
+    for deployment in Deployment.objects.filter(project=project, scores_applied_at__isnull=True):
+        services.deployment_apply(deployment_id=deployment.pk)
 
 
 def _scores_version(project) -> set[int]:
@@ -166,8 +173,13 @@ def test_the_configuration_chooses_family_features_window_and_seed(
 def test_the_first_version_is_deployed_and_later_ones_wait_for_a_data_scientist(
     labeled_project, data_scientist
 ):
-    v1 = _run(labeled_project).model_version
-    assert deployment_current(project=labeled_project).model_version == v1
+    run, _ = services.training_run_request(project=labeled_project, trigger=RunTrigger.MANUAL)
+    v1 = services.training_run_execute(run_id=run.pk).model_version
+    # Production switches with the run; the case scores are stored by the deploy's own task.
+    first = deployment_current(project=labeled_project)
+    assert first.model_version == v1 and first.scores_applied_at is None
+    assert _scores_version(labeled_project) == set()
+    services.deployment_apply(deployment_id=first.pk)
     assert _scores_version(labeled_project) == {1}
     v2 = _run(labeled_project).model_version
     assert deployment_current(project=labeled_project).model_version == v1

@@ -14,7 +14,7 @@ from apps.labeling.models import CaseScore, Label
 from apps.labeling.services import label_record
 from apps.modeling import services
 from apps.modeling.ml.persistence import UntrustedModelFile, file_sha256, model_load
-from apps.modeling.models import ModelVersion, RunStatus, RunTrigger, TrainingRun
+from apps.modeling.models import Deployment, ModelVersion, RunStatus, RunTrigger, TrainingRun
 from apps.projects.models import Project
 from tests.conftest import make_cases_frame
 
@@ -35,7 +35,11 @@ def _run(project, **kwargs) -> TrainingRun:
         project=project, trigger=RunTrigger.MANUAL, **kwargs
     )
     assert created
-    return services.training_run_execute(run_id=run.pk)
+    run = services.training_run_execute(run_id=run.pk)
+    # What the default queue's worker does with the deploy the run left to it.
+    for deployment in Deployment.objects.filter(project=project, scores_applied_at__isnull=True):
+        services.deployment_apply(deployment_id=deployment.pk)
+    return run
 
 
 def test_a_run_trains_evaluates_and_stores_a_reproducible_model_version(labeled_project):

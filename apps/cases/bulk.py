@@ -37,6 +37,17 @@ Field = np.ndarray | pa.Array
 _IMPORT_LOCK_NAMESPACE = 0x4342_0001
 
 
+def fetch_binary(sql: str, params: list) -> list[tuple]:
+    """Run a query on Django's connection with results in PostgreSQL's binary format (bytea
+    comes as bytes, not hex text), for the few bulk reads that aggregate into bytea."""
+    import psycopg  # only on PostgreSQL
+
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, binary=True)
+        return cursor.fetchall()
+
+
 def is_postgresql() -> bool:
     return connection.vendor == "postgresql"
 

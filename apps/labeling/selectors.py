@@ -175,6 +175,11 @@ class LabelSnapshot:
 
 
 def label_snapshot(*, project_id: int, watermark: int) -> LabelSnapshot:
+    if connection.vendor == "postgresql":
+        classes = list(Project.objects.values_list("classes", flat=True).get(pk=project_id))
+        snapshot = _label_snapshot_copy(project_id, watermark, classes)
+        if snapshot is not None:
+            return snapshot
     table = Label._meta.db_table
     sql = (
         f"SELECT l.case_id, l.id, l.value FROM {table} l JOIN ("
@@ -190,6 +195,51 @@ def label_snapshot(*, project_id: int, watermark: int) -> LabelSnapshot:
         case_ids=np.fromiter((r[0] for r in rows), dtype=np.int64, count=n),
         label_ids=np.fromiter((r[1] for r in rows), dtype=np.int64, count=n),
         values=np.array([r[2] for r in rows], dtype=object),
+        watermark=watermark,
+    )
+
+
+def _label_snapshot_copy(
+    project_id: int, watermark: int, classes: list[str]
+) -> LabelSnapshot | None:
+    """PostgreSQL: every label row up to the watermark, concatenated by the server into three
+    bytea values (case ids, label ids, the class as its position among the project's classes)
+    that numpy reads as is; numpy then picks each case's newest row. Grouping and joining a
+    million rows on the server, and a Python tuple per row here, cost seconds at that size.
+    None when a value is not one of the classes (the general path then reads the values)."""
+    table = Label._meta.db_table
+    # 0: an empty value (a label withdrawn); -1: a value that is not a class of the project.
+    sql = (
+        f"SELECT string_agg(int8send(case_id), ''::bytea), string_agg(int8send(id), ''::bytea),"
+        f" string_agg(int2send((CASE WHEN value = '' THEN 0"
+        f" ELSE COALESCE(array_position(%s::text[], value::text), -1) END)::int2), ''::bytea)"
+        f" FROM {table} WHERE project_id = %s AND id <= %s"
+    )
+    ((case_blob, id_blob, class_blob),) = bulk.fetch_binary(
+        sql, [list(classes), project_id, watermark]
+    )
+    if case_blob is None:  # no label rows
+        return LabelSnapshot(
+            case_ids=np.empty(0, np.int64),
+            label_ids=np.empty(0, np.int64),
+            values=np.empty(0, dtype=object),
+            watermark=watermark,
+        )
+    klass = np.frombuffer(class_blob, dtype=">i2").astype(np.int64)
+    if (klass < 0).any():
+        return None
+    case_ids = np.frombuffer(case_blob, dtype=">i8").astype(np.int64)
+    label_ids = np.frombuffer(id_blob, dtype=">i8").astype(np.int64)
+    order = np.lexsort((label_ids, case_ids))
+    case_ids, label_ids, klass = case_ids[order], label_ids[order], klass[order]
+    newest = np.ones(len(case_ids), dtype=bool)
+    newest[:-1] = case_ids[1:] != case_ids[:-1]
+    keep = newest & (klass > 0)
+    names = np.array(["", *classes], dtype=object)
+    return LabelSnapshot(
+        case_ids=case_ids[keep],
+        label_ids=label_ids[keep],
+        values=names[klass[keep]],
         watermark=watermark,
     )
 

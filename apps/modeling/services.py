@@ -407,9 +407,13 @@ def training_data(
         window["from"] = str(occurred[keep].min())[:10]
         window["to"] = str(occurred[keep].max())[:10]
     rows = position[keep]
-    # One copy of the rows wanted (and only then of the columns wanted).
     every_column = columns == list(range(len(matrix.feature_names)))
-    X = matrix.values[rows] if every_column else matrix.values[np.ix_(rows, columns)]
+    if every_column and len(rows) and rows[-1] - rows[0] + 1 == len(rows):
+        # Consecutive cases (every case labeled, a window of the newest): a view, no copy.
+        X = matrix.values[rows[0] : rows[-1] + 1]
+    else:
+        # One copy of the rows wanted (and only then of the columns wanted).
+        X = matrix.values[rows] if every_column else matrix.values[np.ix_(rows, columns)]
     return TrainingData(
         X=X,
         y=snapshot_values[keep],
@@ -420,6 +424,20 @@ def training_data(
     )
 
 
+def _snapshot_kept(project_id: int, watermark: int, path: Path) -> tuple[LabelSnapshot, tuple]:
+    """Read the label snapshot, write it to `path` and digest it."""
+    snapshot = label_snapshot(project_id=project_id, watermark=watermark)
+    snapshot.to_frame().to_parquet(path, index=False)
+    return snapshot, (snapshot.sha256(), snapshot.content_sha256())
+
+
+def _snapshot_and_features(project_id: int, watermark: int, path: Path):
+    """The label snapshot (kept and digested), then the feature matrix. Not side by side: on
+    two cores both reads keep the database busy, and together they took longer."""
+    snapshot, digests = _snapshot_kept(project_id, watermark, path)
+    return snapshot, digests, case_feature_matrix(project_id=project_id)
+
+
 def _train(run: TrainingRun, written: list[Path]) -> None:
     project = run.project
     classes = list(project.classes)
@@ -428,29 +446,27 @@ def _train(run: TrainingRun, written: list[Path]) -> None:
     # new for the next run rather than silently assumed trained on.
     labels_version = Project.objects.values_list("labels_version", flat=True).get(pk=project.pk)
     watermark = label_watermark(project_id=project.pk)
-    snapshot = label_snapshot(project_id=project.pk, watermark=watermark)
-    matrix = case_feature_matrix(project_id=project.pk)
-    data = training_data(
-        snapshot_case_ids=snapshot.case_ids,
-        snapshot_values=snapshot.values,
-        matrix=matrix,
-        params=run.params,
-    )
     folder = model_dir(project.pk)
     folder.mkdir(parents=True, exist_ok=True)
     # Files of this attempt only: a worker taken for dead that is still running must not
     # overwrite the files of the attempt that replaced it.
     stem = f"run-{run.pk}-a{run.attempts}"
     snapshot_path = folder / f"{stem}-labels.parquet"
-    snapshot.to_frame().to_parquet(snapshot_path, index=False)
     written.append(snapshot_path)
+    snapshot, digests, matrix = _snapshot_and_features(project.pk, watermark, snapshot_path)
+    data = training_data(
+        snapshot_case_ids=snapshot.case_ids,
+        snapshot_values=snapshot.values,
+        matrix=matrix,
+        params=run.params,
+    )
     recorded = TrainingRun.objects.filter(
         pk=run.pk, status=RunStatus.RUNNING, attempts=run.attempts
     ).update(
         labels_version=labels_version,
         label_watermark=watermark,
-        snapshot_sha256=snapshot.sha256(),
-        labels_sha256=snapshot.content_sha256(),
+        snapshot_sha256=digests[0],
+        labels_sha256=digests[1],
         snapshot_path=str(snapshot_path),
         feature_names=data.feature_names,
         code_version=code_version(),
@@ -538,7 +554,9 @@ def version_predictions_store(
         pipeline = pipeline or version_model(version)
         matrix = matrix or case_feature_matrix(project_id=project.pk)
         columns = [matrix.feature_names.index(n) for n in version.training_run.feature_names]
-        proba = predict_proba_aligned(pipeline, matrix.values[:, columns], classes)
+        every_column = columns == list(range(len(matrix.feature_names)))
+        X = matrix.values if every_column else matrix.values[:, columns]
+        proba = predict_proba_aligned(pipeline, X, classes)
         frame = pd.DataFrame(proba, columns=classes)
         frame.insert(0, "case_id", matrix.case_ids)
         path = _predictions_path(version)
@@ -559,7 +577,10 @@ def version_predictions_store(
             deployed_by=None,
             action=DeploymentAction.AUTO,
             note="First model of the project" if current is None else "Automatic deploy",
-            apply_now=True,
+            # Storing a million case scores is the deploy's work, not the run's: it goes to
+            # the default queue, as a deploy from the page does, and the training worker is
+            # free for the next run. Predictions are served from the new version already.
+            apply_now=False,
         )
         logger.info(
             "project %s: version %s deployed (%s)", project.pk, version.number, deployment.pk

@@ -8,10 +8,12 @@ of the training part only, and every figure is computed under the project's obje
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.calibration import calibration_curve
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.impute import SimpleImputer
@@ -301,7 +303,8 @@ def month_slices(
 
 
 def _cv_folds(y: np.ndarray, wanted: int) -> int:
-    _, counts = np.unique(y, return_counts=True)
+    # Counted by hashing: np.unique would sort a million Python strings.
+    counts = pd.Series(y, copy=False).value_counts()
     return int(min(wanted, counts.min())) if len(counts) >= 2 else 0
 
 
@@ -408,22 +411,44 @@ def train_and_evaluate(
     families = MODEL_FAMILIES if requested == AUTO_FAMILY else (requested,)
     build_pipeline(params, seed, families[0])  # refuse bad parameters before any work
     X_train, y_train = X[train_index], y[train_index]
-    cv, cv_used = cross_validate(
-        X_train, y_train, classes, params, seed, objective, families, report
-    )
-    family = families[0]
-    for candidate in families[1:]:
-        if better(
-            objective,
-            cv["families"].get(candidate, {}).get("mean"),
-            cv["families"].get(family, {}).get("mean"),
-        ):
-            family = candidate
+    if len(families) == 1:
+        # The final fit does not need the threshold that cross-validation chooses: the two
+        # run side by side, on the second core. The side thread reports no progress (it has
+        # no database connection of its own to report with).
+        family = families[0]
+        report(25, f"Cross-validating and training {family} on {len(train_index)} cases")
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cross-validate") as side:
+            pending = side.submit(
+                cross_validate,
+                X_train,
+                y_train,
+                classes,
+                params,
+                seed,
+                objective,
+                families,
+                lambda percent, message: None,
+            )
+            pipeline = build_pipeline(params, seed, family)
+            pipeline.fit(X_train, y_train)  # on failure, leaving the block waits for the side
+            cv, cv_used = pending.result()
+    else:
+        cv, cv_used = cross_validate(
+            X_train, y_train, classes, params, seed, objective, families, report
+        )
+        family = families[0]
+        for candidate in families[1:]:
+            if better(
+                objective,
+                cv["families"].get(candidate, {}).get("mean"),
+                cv["families"].get(family, {}).get("mean"),
+            ):
+                family = candidate
+        pipeline = build_pipeline(params, seed, family)
+        report(50, f"Training {family} on {len(train_index)} cases")
+        pipeline.fit(X_train, y_train)
     chosen = cv["families"].get(family, {})
     threshold = chosen.get("threshold")
-    pipeline = build_pipeline(params, seed, family)
-    report(50, f"Training {family} on {len(train_index)} cases")
-    pipeline.fit(X_train, y_train)
     report(70, f"Evaluating on {len(test_index)} held-out cases")
     proba = predict_proba_aligned(pipeline, X[test_index], classes)
     metrics = evaluate(y[test_index], proba, classes, objective, threshold)
