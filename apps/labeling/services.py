@@ -138,6 +138,12 @@ def _counts_add(project_id: int, counts: dict[str, int]) -> None:
             LabelCount.objects.create(project_id=project_id, value=value, cases=cases)
 
 
+def label_counts_begin(*, project: Project, unlabeled: int) -> None:
+    """The label counts of a project whose cases arrived unlabeled other than by an import
+    (a project derived from another's)."""
+    _counts_add(project.pk, dict.fromkeys(project.classes, 0) | {"": unlabeled})
+
+
 def _lock_case(case_id: int) -> tuple:
     """Lock a case row (PostgreSQL; SQLite's write transactions are serial already) and read
     (current_label, queue_wanted, external_id, project_id).

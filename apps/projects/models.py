@@ -57,6 +57,12 @@ class Project(models.Model):
     alert_recent_months = models.PositiveSmallIntegerField(
         default=3, help_text="How many of the latest months count as recent."
     )
+    # A project made from another's worklist judgments (e.g. target "actionable"): the same
+    # cases, labeled by the reviewers' judgments, to train a model of what needs action.
+    derived_from = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="derived"
+    )
+    derived_target = models.CharField(max_length=60, blank=True)
     labels_version = models.PositiveBigIntegerField(default=0)
     last_labeled_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(

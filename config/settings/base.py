@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "apps.labeling",
     "apps.modeling",
     "apps.review",
+    "apps.worklists",
     "apps.workbench",
     "apps.api",
 ]
