@@ -286,3 +286,62 @@ def _empty_project(user):
     from apps.projects.services import project_create
 
     return project_create(name="Empty", classes=["a", "b"], created_by=user)
+
+
+# --- the API ---------------------------------------------------------------------------
+
+
+def test_the_api_drives_a_worklist_from_making_to_a_derived_project(
+    scored_project, reviewer, data_scientist, clinician, outsider
+):
+    from rest_framework.test import APIClient
+
+    api = APIClient()
+    base = f"/api/projects/{scored_project.pk}/worklists/"
+    api.force_authenticate(clinician)
+    assert api.get(base).status_code == 403  # reranking is a reviewer's work
+    api.force_authenticate(outsider)
+    assert api.get(base).status_code == 404
+
+    api.force_authenticate(reviewer)
+    bad = api.post(base, {"name": "x", "risk_class": "flu", "size": 10}, format="json")
+    assert bad.status_code == 400 and "Unknown class 'flu'" in bad.json()["detail"]
+    made = api.post(
+        base,
+        {"name": "Top risk", "risk_class": "heart_failure", "size": 6, "source": "unlabeled"},
+        format="json",
+    )
+    assert made.status_code == 201, made.content
+    worklist = made.json()
+    assert [i["model_rank"] for i in worklist["items"]] == [1, 2, 3, 4, 5, 6]
+    url = f"{base}{worklist['id']}/"
+    session = api.get(url + "session").json()
+    assert session["order"] == [i["case_id"] for i in worklist["items"]]
+    assert session["revision"] == 0
+    order = session["order"][::-1]
+    saved = api.put(url + "session", {"order": order, "revision": 0}, format="json")
+    assert saved.status_code == 200 and saved.json()["revision"] == 1
+    stale = api.put(url + "session", {"order": session["order"], "revision": 0}, format="json")
+    assert stale.status_code == 409 and "another window" in stale.json()["detail"]
+    assert api.get(url + "session").json()["order"] == order
+    judged = api.post(
+        url + "judgments",
+        {"case_id": order[0], "value": "actionable", "reason": "EF falling"},
+        format="json",
+    )
+    assert judged.status_code == 201
+    assert api.get(url + "session").json()["judgments"][0]["reason"] == "EF falling"
+    figures = api.get(f"{base}agreement?k=3").json()
+    assert figures["by_version"][0]["tau"] == pytest.approx(-1.0)
+    assert figures["by_session"][0]["reviewer"] == reviewer.username
+    assert api.get(f"{base}pairs").status_code == 403  # exports are a data scientist's
+
+    api.force_authenticate(data_scientist)
+    pairs = api.get(f"{base}pairs")
+    assert pairs.status_code == 200
+    assert len(b"".join(pairs.streaming_content).decode().splitlines()) == 1 + 15
+    derived = api.post(
+        f"/api/projects/{scored_project.pk}/derived-projects", {"target": "actionable"}
+    )
+    assert derived.status_code == 201, derived.content
+    assert derived.json()["classes"] == ["actionable", "not_actionable"]

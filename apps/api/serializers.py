@@ -384,7 +384,10 @@ class LabelIssueOut(serializers.Serializer):
 
 
 class LabelIssuePageOut(serializers.Serializer):
-    count = serializers.IntegerField()
+    count = serializers.IntegerField(
+        help_text="cases the filters keep; when count_exact is false, at least this many"
+    )
+    count_exact = serializers.BooleanField()
     next_after = serializers.CharField(allow_null=True)
     results = LabelIssueOut(many=True)
 
@@ -410,3 +413,119 @@ class MentionOut(serializers.Serializer):
     body = serializers.CharField(source="comment.body")
     created_at = serializers.DateTimeField(source="comment.created_at")
     seen_at = serializers.DateTimeField(allow_null=True)
+
+
+class WorklistIn(serializers.Serializer):
+    name = serializers.CharField(max_length=120)
+    risk_class = serializers.CharField(max_length=100)
+    size = serializers.IntegerField(default=25, help_text="5 to 200 cases")
+    source = serializers.CharField(
+        default="recent_unlabeled", help_text="recent_unlabeled, unlabeled or all"
+    )
+    months = serializers.IntegerField(
+        required=False, allow_null=True, default=3, help_text="for recent_unlabeled"
+    )
+
+
+class WorklistItemOut(serializers.Serializer):
+    case_id = serializers.IntegerField()
+    external_id = serializers.CharField(source="case.external_id")
+    model_rank = serializers.IntegerField()
+    risk = serializers.FloatField()
+
+
+class WorklistOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    model_version = serializers.IntegerField(source="model_version.number")
+    risk_class = serializers.CharField()
+    source = serializers.CharField()
+    months = serializers.IntegerField(allow_null=True)
+    size = serializers.IntegerField()
+    created_by = serializers.CharField(source="created_by.username")
+    created_at = serializers.DateTimeField()
+
+
+class WorklistDetailOut(WorklistOut):
+    items = WorklistItemOut(many=True, source="items.all")
+
+
+class JudgmentOut(serializers.Serializer):
+    case_id = serializers.IntegerField()
+    value = serializers.CharField()
+    reason = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class RerankSessionOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    worklist = serializers.IntegerField(source="worklist_id")
+    reviewer = serializers.CharField(source="reviewer.username")
+    order = serializers.ListField(child=serializers.IntegerField())
+    revision = serializers.IntegerField()
+    moves = serializers.IntegerField()
+    started_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+    judgments = serializers.SerializerMethodField()
+
+    def get_judgments(self, session) -> list[dict]:
+        from apps.worklists.selectors import judgments_current
+
+        current = judgments_current(session=session)
+        return JudgmentOut(list(current.values()), many=True).data
+
+
+class RerankOrderIn(serializers.Serializer):
+    order = serializers.ListField(
+        child=serializers.IntegerField(), help_text="every case id of the worklist, once"
+    )
+    revision = serializers.IntegerField(
+        required=False, allow_null=True, default=None, help_text="the revision you last saw"
+    )
+    finished = serializers.BooleanField(required=False, default=False)
+
+
+class JudgmentIn(serializers.Serializer):
+    case_id = serializers.IntegerField()
+    value = serializers.CharField(help_text="actionable, not_actionable or needs_information")
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=500)
+
+
+class VersionAgreementOut(serializers.Serializer):
+    number = serializers.IntegerField()
+    ndcg = serializers.FloatField(allow_null=True)
+    tau = serializers.FloatField(allow_null=True)
+    precision = serializers.FloatField(allow_null=True)
+    sessions = serializers.IntegerField()
+    judged = serializers.IntegerField()
+    created_worklists = serializers.IntegerField()
+
+
+class SessionAgreementOut(serializers.Serializer):
+    session = serializers.IntegerField(source="session.pk")
+    worklist = serializers.IntegerField(source="session.worklist_id")
+    reviewer = serializers.CharField(source="session.reviewer.username")
+    ndcg = serializers.FloatField(allow_null=True)
+    tau = serializers.FloatField(allow_null=True)
+    judged = serializers.IntegerField()
+    actionable = serializers.IntegerField()
+
+
+class ReviewerAgreementOut(serializers.Serializer):
+    worklist = serializers.IntegerField(source="worklist.pk")
+    first = serializers.CharField()
+    second = serializers.CharField()
+    tau = serializers.FloatField(allow_null=True)
+
+
+class AgreementFiguresOut(serializers.Serializer):
+    k = serializers.IntegerField()
+    by_version = VersionAgreementOut(many=True)
+    by_session = SessionAgreementOut(many=True)
+    between_reviewers = ReviewerAgreementOut(many=True)
+
+
+class DerivedProjectIn(serializers.Serializer):
+    target = serializers.CharField(max_length=60, default="actionable")
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")

@@ -64,6 +64,41 @@ urlpatterns = [
         name="label-issues",
     ),
     path(
+        "projects/<int:project_id>/worklists/",
+        views.WorklistListCreateApi.as_view(),
+        name="worklists",
+    ),
+    path(
+        "projects/<int:project_id>/worklists/agreement",
+        views.WorklistAgreementApi.as_view(),
+        name="worklist-agreement",
+    ),
+    path(
+        "projects/<int:project_id>/worklists/pairs",
+        views.PreferencePairsApi.as_view(),
+        name="worklist-pairs",
+    ),
+    path(
+        "projects/<int:project_id>/worklists/<int:worklist_id>/",
+        views.WorklistDetailApi.as_view(),
+        name="worklist",
+    ),
+    path(
+        "projects/<int:project_id>/worklists/<int:worklist_id>/session",
+        views.RerankSessionApi.as_view(),
+        name="worklist-session",
+    ),
+    path(
+        "projects/<int:project_id>/worklists/<int:worklist_id>/judgments",
+        views.JudgmentCreateApi.as_view(),
+        name="worklist-judgments",
+    ),
+    path(
+        "projects/<int:project_id>/derived-projects",
+        views.DerivedProjectApi.as_view(),
+        name="derived-projects",
+    ),
+    path(
         "training-runs/<int:run_id>/reproduce",
         views.TrainingRunReproduceApi.as_view(),
         name="training-run-reproduce",

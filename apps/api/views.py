@@ -39,6 +39,8 @@ from apps.projects.services import FeatureSpec
 from apps.review import selectors as review_selectors
 from apps.review import services as review_services
 from apps.review.selectors import BoardFilters
+from apps.worklists import selectors as worklist_selectors
+from apps.worklists import services as worklist_services
 
 
 def _case_out(case: Case, blind: bool = False) -> dict:
@@ -573,8 +575,14 @@ class LabelIssueListApi(APIView):
         rows, following = review_selectors.label_issue_page(
             project=access.project, filters=filters, limit=limit
         )
+        count, exact = review_selectors.label_issue_total(
+            project=access.project,
+            filters=filters,
+            computation=review_selectors.label_issue_computation_latest(project=access.project),
+        )
         body = {
-            "count": review_selectors.label_issue_count(project=access.project, filters=filters),
+            "count": count,
+            "count_exact": exact,
             "next_after": f"{following[0]!r},{following[1]}" if following else None,
             "results": s.LabelIssueOut(rows, many=True).data,
         }
@@ -614,3 +622,131 @@ class MentionListApi(APIView):
         unseen = request.query_params.get("unseen") in ("1", "true", "yes")
         found = review_selectors.mentions_for(user=request.user, unseen_only=unseen)
         return Response(s.MentionOut(found, many=True).data)
+
+
+def _worklist_or_404(request: Request, project_id: int, worklist_id: int):
+    access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
+    worklist = worklist_selectors.worklist_get(project=access.project, worklist_id=worklist_id)
+    if worklist is None:
+        raise Http404("No such worklist")
+    return worklist
+
+
+class WorklistListCreateApi(APIView):
+    @extend_schema(responses=s.WorklistOut(many=True))
+    def get(self, request: Request, project_id: int) -> Response:
+        access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
+        worklists = worklist_selectors.worklist_list(project=access.project)[:200]
+        return Response(s.WorklistOut(worklists, many=True).data)
+
+    @extend_schema(request=s.WorklistIn, responses={201: s.WorklistDetailOut})
+    def post(self, request: Request, project_id: int) -> Response:
+        """The production model's top `size` cases by risk of `risk_class`, frozen."""
+        access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
+        data = s.WorklistIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        worklist = worklist_services.worklist_create(
+            project=access.project, created_by=request.user, **data.validated_data
+        )
+        return Response(s.WorklistDetailOut(worklist).data, status=status.HTTP_201_CREATED)
+
+
+class WorklistDetailApi(APIView):
+    @extend_schema(responses=s.WorklistDetailOut)
+    def get(self, request: Request, project_id: int, worklist_id: int) -> Response:
+        """A worklist's cases in the model's order."""
+        worklist = _worklist_or_404(request, project_id, worklist_id)
+        return Response(s.WorklistDetailOut(worklist).data)
+
+
+class RerankSessionApi(APIView):
+    @extend_schema(responses=s.RerankSessionOut)
+    def get(self, request: Request, project_id: int, worklist_id: int) -> Response:
+        """Your reranking of the worklist (begun in the model's order if you had none)."""
+        worklist = _worklist_or_404(request, project_id, worklist_id)
+        session = worklist_services.rerank_session_start(worklist=worklist, reviewer=request.user)
+        return Response(s.RerankSessionOut(session).data)
+
+    @extend_schema(request=s.RerankOrderIn, responses={200: s.RerankSessionOut})
+    def put(self, request: Request, project_id: int, worklist_id: int) -> Response:
+        """Save your order (every case once). With `revision`, a save from an out-of-date
+        copy is refused with 409 and the stored order kept."""
+        worklist = _worklist_or_404(request, project_id, worklist_id)
+        data = s.RerankOrderIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        session = worklist_services.rerank_session_start(worklist=worklist, reviewer=request.user)
+        session = worklist_services.rerank_order_save(
+            session=session,
+            order=data.validated_data["order"],
+            revision=data.validated_data["revision"],
+        )
+        if data.validated_data["finished"]:
+            session = worklist_services.rerank_session_finish(session=session)
+        return Response(s.RerankSessionOut(session).data)
+
+
+class JudgmentCreateApi(APIView):
+    @extend_schema(request=s.JudgmentIn, responses={201: s.JudgmentOut})
+    def post(self, request: Request, project_id: int, worklist_id: int) -> Response:
+        """Judge a case of the worklist; the newest judgment is the one in force."""
+        worklist = _worklist_or_404(request, project_id, worklist_id)
+        data = s.JudgmentIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        session = worklist_services.rerank_session_start(worklist=worklist, reviewer=request.user)
+        judgment = worklist_services.judgment_record(session=session, **data.validated_data)
+        return Response(s.JudgmentOut(judgment).data, status=status.HTTP_201_CREATED)
+
+
+class WorklistAgreementApi(APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("k", int, description="cut-off of NDCG and precision")],
+        responses=s.AgreementFiguresOut,
+    )
+    def get(self, request: Request, project_id: int) -> Response:
+        """NDCG@k, Kendall's tau and precision@k of "actionable" per model version, per
+        reviewer's session, and Kendall's tau between reviewers of the same worklist."""
+        access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
+        try:
+            k = min(200, max(1, int(request.query_params.get("k", 10))))
+        except ValueError:
+            return Response(
+                {"detail": "k is not a number.", "errors": {"k": ["k is not a number."]}},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        figures = worklist_selectors.agreement(project=access.project, k=k)
+        return Response(s.AgreementFiguresOut(figures).data)
+
+
+class PreferencePairsApi(APIView):
+    @extend_schema(responses={(200, "text/csv"): OpenApiResponse(description="CSV of pairs")})
+    def get(self, request: Request, project_id: int):
+        """Pairwise preferences from every reviewer's order, for learning to rank (CSV)."""
+        from django.http import StreamingHttpResponse
+
+        access = project_get_for_user(
+            user=request.user, project_id=project_id, role=Role.DATA_SCIENTIST
+        )
+        response = StreamingHttpResponse(
+            worklist_selectors.preference_pairs_csv(project=access.project),
+            content_type="text/csv",
+        )
+        response["Content-Disposition"] = (
+            f'attachment; filename="project-{access.project.pk}-preference-pairs.csv"'
+        )
+        return response
+
+
+class DerivedProjectApi(APIView):
+    @extend_schema(request=s.DerivedProjectIn, responses={201: s.ProjectOut})
+    def post(self, request: Request, project_id: int) -> Response:
+        """A new project of the same cases, labeled by the worklist judgments (actionable or
+        not), to train a model of what needs action."""
+        access = project_get_for_user(
+            user=request.user, project_id=project_id, role=Role.DATA_SCIENTIST
+        )
+        data = s.DerivedProjectIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        derived = worklist_services.derived_project_create(
+            source=access.project, created_by=request.user, **data.validated_data
+        )
+        return Response(s.ProjectOut(derived).data, status=status.HTTP_201_CREATED)
