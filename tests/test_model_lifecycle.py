@@ -13,6 +13,7 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from apps.audit.models import AuditEvent
 from apps.cases.models import Case
 from apps.labeling.models import CaseScore
 from apps.labeling.services import label_record
@@ -202,6 +203,14 @@ def test_the_first_version_is_deployed_and_later_ones_wait_for_a_data_scientist(
         .values_list("action", "model_version__number")
     )
     assert actions == [("auto", 1), ("deploy", 2), ("rollback", 1)]
+    audited = AuditEvent.objects.filter(
+        project_id=labeled_project.pk, action__in=["deploy", "rollback"]
+    )
+    assert [(e.action, e.actor_name, e.object_id) for e in audited.order_by("id")] == [
+        ("deploy", "", "1"),  # the first version, deployed by the system
+        ("deploy", data_scientist.username, "2"),
+        ("rollback", data_scientist.username, "1"),
+    ]
     # The stored scores are the version's own predictions under its threshold.
     case_ids, proba = services.version_predictions_load(v1)
     decided = services.version_decisions(v1, proba)

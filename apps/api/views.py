@@ -101,7 +101,9 @@ class ProjectMemberApi(APIView):
         access = project_get_for_user(user=request.user, project_id=project_id, role=Role.ADMIN)
         data = s.MemberIn(data=request.data)
         data.is_valid(raise_exception=True)
-        membership = project_services.membership_set(project=access.project, **data.validated_data)
+        membership = project_services.membership_set(
+            project=access.project, changed_by=request.user, **data.validated_data
+        )
         return Response(s.MemberOut(membership).data, status=status.HTTP_201_CREATED)
 
 
@@ -727,7 +729,9 @@ class PreferencePairsApi(APIView):
             user=request.user, project_id=project_id, role=Role.DATA_SCIENTIST
         )
         response = StreamingHttpResponse(
-            worklist_selectors.preference_pairs_csv(project=access.project),
+            worklist_services.preference_pairs_export(
+                project=access.project, exported_by=request.user
+            ),
             content_type="text/csv",
         )
         response["Content-Disposition"] = (

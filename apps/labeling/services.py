@@ -15,6 +15,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from apps.accounts.models import User
+from apps.audit.models import AuditAction
+from apps.audit.services import audit_insert_sql, audit_record
 from apps.cases import bulk
 from apps.cases.models import Case, ImportBatch
 from apps.cases.services import ImportResult, case_import
@@ -382,6 +384,10 @@ def label_record(
             )
         # The writes depend only on the locking read above: one round trip on PostgreSQL.
         # The slot recount runs after the lease write, so it sees the lease closed.
+        action = {
+            LabelKind.RELABELED: AuditAction.RELABEL,
+            LabelKind.ADJUDICATED: AuditAction.ADJUDICATE,
+        }.get(kind, AuditAction.LABEL)
         (((label_id,),), *_) = _sql_batch(
             [
                 insert,
@@ -389,6 +395,16 @@ def label_record(
                 lease_write,
                 _recount_slots_sql(case.pk, new_label=value),
                 _labels_changed_sql(project_id, 1),
+                # In the same round trip: the audit event commits with the label.
+                audit_insert_sql(
+                    action=action,
+                    actor=author,
+                    summary=f"{kind} case {case.pk}: {value}"
+                    + (f" (was {current_label})" if current_label else ""),
+                    project_id=project_id,
+                    object_type="case",
+                    object_id=case.pk,
+                ),
             ]
         )
         label = Label(
@@ -463,6 +479,14 @@ def label_undo_last(*, project: Project, author: User) -> Label:
             undoes=last,
         )
         _count_move(project.pk, case.current_label, restored)
+        audit_record(
+            action=AuditAction.UNDO,
+            actor=author,
+            summary=f"Undid label {last.pk} of case {case.pk}: {last.value} → {restored or 'none'}",
+            project_id=project.pk,
+            object_type="case",
+            object_id=case.pk,
+        )
         case.current_label = restored
         case.save(update_fields=["current_label"])
         LabelTask.objects.filter(label=last, status=TaskStatus.DONE).update(
@@ -786,7 +810,7 @@ def task_open(
         raise duplicate
     try:
         with transaction.atomic():
-            return LabelTask.objects.create(
+            task = LabelTask.objects.create(
                 project_id=case.project_id,
                 case=case,
                 kind=kind,
@@ -794,6 +818,17 @@ def task_open(
                 reason=reason[:500],
                 created_by=created_by,
             )
+            audit_record(
+                action=AuditAction.RELABEL_TASK,
+                actor=created_by,
+                summary=f"Asked to {kind} case {case.pk}"
+                + (f" by {assignee.username}" if assignee else " by the pool"),
+                project_id=case.project_id,
+                object_type="task",
+                object_id=task.pk,
+                detail={"reason": reason[:300]},
+            )
+            return task
     except IntegrityError:
         raise duplicate from None
 
@@ -947,6 +982,15 @@ def cases_import(*, project: Project, path: Path, filename: str, imported_by: Us
         _counts_add(project.pk, counts | dict(tally))
         if result.labels:
             _labels_changed(project.pk, result.labels)
+        audit_record(
+            action=AuditAction.IMPORT,
+            actor=imported_by,
+            summary=f"Imported {result.imported} cases and {result.labels} labels",
+            project_id=project.pk,
+            object_type="import",
+            object_id=result.batch.pk,
+            detail={"file": filename[:200], "cases": result.imported, "labels": result.labels},
+        )
         if queue_settings.strategy != QueueStrategy.IMPORT_ORDER:
             transaction.on_commit(lambda: _enqueue_queue_refresh(project.pk))
     return result
@@ -1140,3 +1184,31 @@ def queue_refresh_due() -> list[int]:
     for project_id in due:
         _enqueue_queue_refresh(project_id)
     return due
+
+
+def labels_export(
+    *, project: Project, exported_by: User, what: str, file_format: str
+) -> tuple[bytes, str]:
+    """The project's current labels ('labels') or full label history ('history') as CSV or
+    Parquet, with the export in the audit log. Returns (body, content type)."""
+    from apps.labeling.exports import frame_to_csv, frame_to_parquet
+
+    frames = {
+        "labels": selectors.current_labels_frame,
+        "history": selectors.label_history_frame,
+    }
+    if what not in frames or file_format not in ("csv", "parquet"):
+        raise ValidationError("Export 'labels' or 'history' as csv or parquet.")
+    frame = frames[what](project=project)
+    if file_format == "csv":
+        body, content_type = frame_to_csv(frame), "text/csv; charset=utf-8"
+    else:
+        body, content_type = frame_to_parquet(frame), "application/vnd.apache.parquet"
+    audit_record(
+        action=AuditAction.EXPORT,
+        actor=exported_by,
+        summary=f"Exported the {what} ({len(frame)} rows, {file_format})",
+        project_id=project.pk,
+        object_type=what,
+    )
+    return body, content_type

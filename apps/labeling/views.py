@@ -17,7 +17,6 @@ from apps.cases.importing import ImportRejected
 from apps.cases.models import Case
 from apps.cases.selectors import case_features_dict, case_get_in_project, import_batch_list
 from apps.labeling import selectors, services
-from apps.labeling.exports import frame_to_csv, frame_to_parquet
 from apps.labeling.models import LabelKind, Lease, TaskKind
 from apps.projects.models import Role
 from apps.projects.selectors import (
@@ -252,29 +251,20 @@ def _import_upload(access: ProjectAccess, user, upload):
         )
 
 
-EXPORTS = {
-    "labels": selectors.current_labels_frame,
-    "history": selectors.label_history_frame,
-}
-
-
 @login_required
 @require_GET
 def export_labels(request: HttpRequest, project_id: int, what: str, file_format: str):
     access = project_get_for_user(
         user=request.user, project_id=project_id, role=Role.DATA_SCIENTIST
     )
-    if what not in EXPORTS or file_format not in ("csv", "parquet"):
-        return HttpResponseBadRequest("Export 'labels' or 'history' as csv or parquet.")
-    frame = EXPORTS[what](project=access.project)
+    try:
+        body, content_type = services.labels_export(
+            project=access.project, exported_by=request.user, what=what, file_format=file_format
+        )
+    except ValidationError as error:
+        return HttpResponseBadRequest(error.messages[0])
     stamp = timezone.now().strftime("%Y%m%d-%H%M")
     filename = f"project-{access.project.pk}-{what}-{stamp}.{file_format}"
-    if file_format == "csv":
-        body = frame_to_csv(frame)
-        content_type = "text/csv; charset=utf-8"
-    else:
-        body = frame_to_parquet(frame)
-        content_type = "application/vnd.apache.parquet"
     response = HttpResponse(body, content_type=content_type)
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response

@@ -24,6 +24,8 @@ from kombu.exceptions import OperationalError as BrokerError
 from sklearn.pipeline import Pipeline
 
 from apps.accounts.models import User
+from apps.audit.models import AuditAction
+from apps.audit.services import audit_record
 from apps.cases.models import Case
 from apps.cases.selectors import case_feature_matrix
 from apps.labeling.models import CaseScore
@@ -181,6 +183,15 @@ def training_run_request(
             return TrainingRun.objects.get(
                 project=project, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]
             ), False
+        if requested_by is not None:  # the scheduler's own runs are in the run list already
+            audit_record(
+                action=AuditAction.RETRAIN,
+                actor=requested_by,
+                summary=f"Asked for training run {run.pk} ({trigger})",
+                project_id=project.pk,
+                object_type="training run",
+                object_id=run.pk,
+            )
         transaction.on_commit(lambda: _enqueue_run(run.pk))
     return run, True
 
@@ -646,6 +657,18 @@ def model_version_deploy(
             note=note[:300],
             deployed_by=deployed_by,
         )
+        audit_record(
+            action=AuditAction.ROLLBACK
+            if action == DeploymentAction.ROLLBACK
+            else AuditAction.DEPLOY,
+            actor=deployed_by,
+            summary=f"{DeploymentAction(action).label}: version {version.number}"
+            + (f" (was {current.model_version.number})" if current else ""),
+            project_id=version.project_id,
+            object_type="model version",
+            object_id=version.number,
+            detail={"note": note[:300], "deployment": deployment.pk},
+        )
         if not apply_now:
             transaction.on_commit(lambda: _enqueue(APPLY_TASK, deployment.pk))
     if apply_now:
@@ -1100,17 +1123,28 @@ def objective_change(
         objective_check(spec, list(project.classes))
     except ObjectiveError as error:
         raise ValidationError({"objective": str(error)}) from error
-    return Objective.objects.create(
-        project=project,
-        metric=spec.metric,
-        positive_class=spec.positive_class,
-        beta=spec.beta,
-        min_precision=spec.min_precision,
-        k=spec.k,
-        cost_matrix=spec.cost_matrix if metric == "expected_cost" else [],
-        note=note[:300],
-        changed_by=changed_by,
-    )
+    with transaction.atomic():
+        objective = Objective.objects.create(
+            project=project,
+            metric=spec.metric,
+            positive_class=spec.positive_class,
+            beta=spec.beta,
+            min_precision=spec.min_precision,
+            k=spec.k,
+            cost_matrix=spec.cost_matrix if metric == "expected_cost" else [],
+            note=note[:300],
+            changed_by=changed_by,
+        )
+        audit_record(
+            action=AuditAction.OBJECTIVE,
+            actor=changed_by,
+            summary=f"Objective: {objective.spec().describe()}"[:300],
+            project_id=project.pk,
+            object_type="objective",
+            object_id=objective.pk,
+            detail={"note": note[:300]},
+        )
+    return objective
 
 
 # Hyperparameters a configuration may set, per family, with their types.
@@ -1184,19 +1218,32 @@ def training_config_change(
         errors["seed"] = "The seed is a non-negative integer."
     if errors:
         raise ValidationError(errors)
-    return TrainingConfig.objects.create(
-        project=project,
-        model_family=model_family,
-        class_weight=class_weight,
-        window_months=int(window_months) if window_months else None,
-        features=[f for f in known if f in chosen],  # in the project's order
-        hyperparameters=hyper,
-        seed=int(seed),
-        test_fraction=float(test_fraction),
-        cv_folds=int(cv_folds),
-        note=note[:300],
-        changed_by=changed_by,
-    )
+    with transaction.atomic():
+        config = TrainingConfig.objects.create(
+            project=project,
+            model_family=model_family,
+            class_weight=class_weight,
+            window_months=int(window_months) if window_months else None,
+            features=[f for f in known if f in chosen],  # in the project's order
+            hyperparameters=hyper,
+            seed=int(seed),
+            test_fraction=float(test_fraction),
+            cv_folds=int(cv_folds),
+            note=note[:300],
+            changed_by=changed_by,
+        )
+        audit_record(
+            action=AuditAction.TRAINING_CONFIG,
+            actor=changed_by,
+            summary=f"Training configuration: {model_family}"
+            + (f", last {config.window_months} months" if config.window_months else "")
+            + (", balanced classes" if class_weight else ""),
+            project_id=project.pk,
+            object_type="training configuration",
+            object_id=config.pk,
+            detail={"params": config.params(), "note": note[:300]},
+        )
+    return config
 
 
 def training_run_reproduce_request(*, run: TrainingRun) -> None:

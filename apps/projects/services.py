@@ -8,6 +8,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from apps.accounts.models import User
+from apps.audit.models import AuditAction
+from apps.audit.services import audit_record
 from apps.projects.models import Feature, Membership, Project, Role
 
 RESERVED_COLUMNS = ("external_id", "occurred_at", "label")
@@ -99,7 +101,9 @@ def project_features_define(*, project: Project, features: Sequence[FeatureSpec]
     )
 
 
-def membership_set(*, project: Project, username: str, role: str) -> Membership:
+def membership_set(
+    *, project: Project, username: str, role: str, changed_by: User | None = None
+) -> Membership:
     """Add a member or change their role."""
     if role not in Role.values:
         raise ValidationError(
@@ -119,9 +123,20 @@ def membership_set(*, project: Project, username: str, role: str) -> Membership:
             raise ValidationError(
                 {"role": f"{username} is the project's only admin; make someone else admin first."}
             )
+        before = Membership.objects.filter(project=project, user=user).first()
         membership, _ = Membership.objects.update_or_create(
             project=project, user=user, defaults={"role": role}
         )
+        if before is None or before.role != role:
+            audit_record(
+                action=AuditAction.ROLE,
+                actor=changed_by,
+                summary=f"{username}: {before.role if before else 'not a member'} → {role}",
+                project_id=project.pk,
+                object_type="member",
+                object_id=user.pk,
+                detail={"user": username, "from": before.role if before else None, "to": role},
+            )
     return membership
 
 

@@ -86,7 +86,9 @@ def project_members(request: HttpRequest, project_id: int) -> HttpResponse:
     form = MembershipForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            membership = services.membership_set(project=access.project, **form.cleaned_data)
+            membership = services.membership_set(
+                project=access.project, changed_by=request.user, **form.cleaned_data
+            )
         except ValidationError as error:
             _add_service_errors(form, error)
         else:

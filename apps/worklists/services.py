@@ -14,6 +14,8 @@ from django.db.models import Max
 from django.utils import timezone
 
 from apps.accounts.models import User
+from apps.audit.models import AuditAction
+from apps.audit.services import audit_record
 from apps.cases.models import Case
 from apps.labeling.services import label_counts_begin, label_record, queue_refresh_request
 from apps.modeling.selectors import deployment_current
@@ -299,8 +301,30 @@ def derived_project_create(
             _judgment_as_label(
                 judgment, judgment.session.worklist, derived, judgment.session.reviewer
             )
+        audit_record(
+            action=AuditAction.DERIVED_PROJECT,
+            actor=created_by,
+            summary=f"Made project {derived.pk} ({target}) from the worklist judgments",
+            project_id=source.pk,
+            object_type="project",
+            object_id=derived.pk,
+        )
     queue_refresh_request(project_id=derived.pk)
     return derived
+
+
+def preference_pairs_export(*, project: Project, exported_by: User):
+    """The pairwise preferences as CSV text chunks, with the export in the audit log."""
+    from apps.worklists.selectors import preference_pairs_csv
+
+    audit_record(
+        action=AuditAction.EXPORT,
+        actor=exported_by,
+        summary="Exported the pairwise preferences of the worklists",
+        project_id=project.pk,
+        object_type="preference pairs",
+    )
+    return preference_pairs_csv(project=project)
 
 
 def _cases_copy(source: Project, derived: Project) -> int:
