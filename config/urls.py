@@ -10,6 +10,7 @@ urlpatterns = [
     path("projects/", include("apps.labeling.urls")),
     path("projects/", include("apps.modeling.urls")),
     path("projects/", include("apps.review.urls")),
+    path("projects/", include("apps.worklists.urls")),
     path("admin/", admin.site.urls),
     path("api/", include("apps.api.urls")),
 ]

@@ -312,3 +312,39 @@ def preference_pairs_csv(*, project: Project) -> Iterator[str]:
             buffer.seek(0)
             buffer.truncate()
     yield buffer.getvalue()
+
+
+@dataclass
+class WorklistProgress:
+    """Who worked on a worklist, and how far one user got on it."""
+
+    worked: int = 0  # reviewers who moved, judged or said done (as `agreement` counts them)
+    finished: int = 0
+    judged: int | None = None  # the user's judged cases; None: they have not opened it
+    moves: int = 0
+    finished_at: datetime | None = None
+
+
+def worklist_progress(*, project: Project, user: User) -> dict[int, WorklistProgress]:
+    """Per worklist of the project: reviewers who worked on it, who said done, and `user`'s
+    own progress. One query, whatever the number of worklists."""
+    sessions = (
+        RerankSession.objects.filter(worklist__project=project)
+        .annotate(judged=Count("judgments__case", distinct=True))
+        .values_list("worklist_id", "reviewer_id", "moves", "finished_at", "judged")
+    )
+    progress: dict[int, WorklistProgress] = defaultdict(WorklistProgress)
+    for worklist_id, reviewer_id, moves, finished_at, judged in sessions:
+        entry = progress[worklist_id]
+        if moves or judged or finished_at:
+            entry.worked += 1
+        if finished_at:
+            entry.finished += 1
+        if reviewer_id == user.pk:
+            entry.judged, entry.moves, entry.finished_at = judged, moves, finished_at
+    return dict(progress)
+
+
+def derived_project_list(*, project: Project, user: User) -> QuerySet[Project]:
+    """Projects started from this project's judgments that `user` is a member of."""
+    return Project.objects.filter(derived_from=project, memberships__user=user).order_by("id")
