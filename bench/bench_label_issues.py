@@ -129,7 +129,7 @@ def _pg_drop_create(name: str, create: bool) -> None:
     """Drop (and recreate) one of this benchmark's own databases, never another."""
     import psycopg
 
-    if not name.startswith(LABEL_DB):
+    if not name.startswith((LABEL_DB, BOARD_DB)):
         raise ValueError(f"not a label-issues benchmark database: {name}")
     with psycopg.connect(SERVER_DSN, autocommit=True, connect_timeout=10) as conn:
         conn.execute(
@@ -562,6 +562,226 @@ def child_raw(size: int, seed: int, folds: int, compare_dsn: str) -> dict[str, A
 
 
 # ---------------------------------------------------------------------------------------------
+# 3. The board's page queries on a million label issues.
+
+BOARD_DB = "casebook_bench_board"
+BOARD_REPEATS = 30
+BOARD_WARMUP = 3
+BOARD_PAGE = 50  # the board's page size
+# A deep page: the page after this many rows (or after half the rows a filter keeps).
+BOARD_DEEP_ROWS = 500_000
+BOARD_TIMEOUT = 900
+# The columns the board's page reads, with select_related("case", "labeled_by").
+_RAW_PAGE = (
+    "SELECT li.*, c.*, u.* FROM review_labelissue li "
+    "JOIN cases_case c ON c.id = li.case_id "
+    "LEFT JOIN accounts_user u ON u.id = li.labeled_by_id "
+    "WHERE li.project_id = %s{where}{after} ORDER BY li.label_quality, li.id LIMIT %s"
+)
+
+
+def _milliseconds(step: Any, repeats: int) -> list[float]:
+    """Wall-clock milliseconds of `step()`, after a few unmeasured calls."""
+    for _ in range(BOARD_WARMUP):
+        step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def child_find(version_id: int) -> dict[str, Any]:
+    """label_issues_find as the worker runs it, then the analyze autovacuum would do."""
+    _django_setup()
+    from django.db import connection
+
+    from apps.review import services
+
+    start = time.perf_counter()
+    computation = services.label_issues_find(version_id=version_id)
+    seconds = time.perf_counter() - start
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE review_labelissue")
+    if computation is None:
+        return {"error": "label_issues_find returned None"}
+    return {"seconds": seconds, "cases": computation.cases, "issues": computation.issues}
+
+
+def child_board(project_id: int, repeats: int) -> dict[str, Any]:
+    """Each query the board sends for a page, through the app's selectors, next to the same
+    keyset query written by hand and sent through psycopg."""
+    _django_setup()
+    import psycopg
+    from django.conf import settings
+    from django.db import connection
+    from django.test import Client
+
+    from apps.accounts.models import User
+    from apps.cases.selectors import case_feature_matrix
+    from apps.projects.models import Project
+    from apps.review import feature_keys, selectors
+
+    project = Project.objects.get(pk=project_id)
+    features = selectors.board_features(project=project)
+    # Two feature ranges, as "age 60-80 and ejection fraction <= 30": the middle fifth of
+    # one feature and the lowest tenth of another, bounds from the cases' own values.
+    matrix = case_feature_matrix(project_id=project_id)
+    f0, f1 = matrix.feature_names[:2]
+    low, high = np.nanquantile(matrix.values[:, 0], [0.4, 0.6])
+    ceiling = float(np.nanquantile(matrix.values[:, 1], 0.1))
+    del matrix
+    ranges = {f"min.{f0}": f"{low:.4f}", f"max.{f0}": f"{high:.4f}", f"max.{f1}": f"{ceiling:.4f}"}
+
+    def key_sql(name: str) -> str:
+        start = feature_keys.WIDTH * features[name] + 1
+        return f"substring(li.feature_keys from {start} for {feature_keys.WIDTH})"
+
+    range_where = f" AND {key_sql(f0)} BETWEEN %s AND %s AND {key_sql(f1)} BETWEEN %s AND %s"
+    range_params = [
+        feature_keys.encode_value(float(ranges[f"min.{f0}"])),
+        feature_keys.encode_value(float(ranges[f"max.{f0}"])),
+        feature_keys.LOWEST,
+        feature_keys.encode_value(float(ranges[f"max.{f1}"])),
+    ]
+    slices = {
+        "likely label errors (the default)": ({"kind": "issues"}, " AND li.is_label_issue", []),
+        "all labeled cases": ({"kind": "all"}, "", []),
+        "selective: given pos, suggested neg": (
+            {"kind": "all", "given": "pos", "suggested": "neg"},
+            " AND li.given_label = %s AND li.suggested_label = %s",
+            ["pos", "neg"],
+        ),
+        f"two feature ranges ({f0}, {f1})": ({"kind": "all", **ranges}, range_where, range_params),
+    }
+    dsn = settings.DATABASES["default"]
+    raw = psycopg.connect(
+        host=dsn["HOST"], port=dsn["PORT"], user=dsn["USER"], dbname=dsn["NAME"], autocommit=True
+    )
+    result: dict[str, Any] = {"repeats": repeats, "queries": [], "ranges": ranges}
+
+    def measure_pair(kind: str, slice_name: str, ours: Any, theirs: Any, rows: int) -> None:
+        result["queries"].append(
+            {
+                "kind": kind,
+                "slice": slice_name,
+                "rows": rows,
+                "ours_ms": _milliseconds(ours, repeats),
+                "raw_ms": _milliseconds(theirs, repeats) if theirs else None,
+            }
+        )
+
+    computation = selectors.label_issue_computation_latest(project=project)
+    for name, (query, where, params) in slices.items():
+        matching = raw.execute(
+            f"SELECT count(*) FROM review_labelissue li WHERE li.project_id = %s{where}",
+            [project_id, *params],
+        ).fetchone()[0]
+        deep = min(BOARD_DEEP_ROWS, matching // 2)
+        after = raw.execute(
+            "SELECT label_quality, id FROM review_labelissue li WHERE li.project_id = %s"
+            f"{where} ORDER BY label_quality, id OFFSET %s LIMIT 1",
+            [project_id, *params, max(deep - 1, 0)],
+        ).fetchone()
+        for kind, keyset in (("first page", None), (f"page after {deep:,} rows", after)):
+            filters = selectors.BoardFilters.from_query(
+                {**query, **({"after": f"{keyset[0]!r},{keyset[1]}"} if keyset else {})},
+                features=features,
+            )
+            assert not filters.errors, filters.errors
+            page_sql = _RAW_PAGE.format(
+                where=where, after=" AND (li.label_quality, li.id) > (%s, %s)" if keyset else ""
+            )
+            page_params = [project_id, *params, *(keyset or []), BOARD_PAGE + 1]
+            ours_rows, _ = selectors.label_issue_page(project=project, filters=filters)
+            raw_rows = raw.execute(page_sql, page_params).fetchall()
+            if [r.pk for r in ours_rows] != [r[0] for r in raw_rows[:BOARD_PAGE]]:
+                raise RuntimeError(f"{name}, {kind}: the app's page differs from raw SQL")
+            measure_pair(
+                kind,
+                name,
+                lambda f=filters: selectors.label_issue_page(project=project, filters=f),
+                lambda sql=page_sql, p=page_params: raw.execute(sql, p).fetchall(),
+                len(ours_rows),
+            )
+        filters = selectors.BoardFilters.from_query(query, features=features)
+        count_sql = f"SELECT count(*) FROM review_labelissue li WHERE li.project_id = %s{where}"
+        total, exact = selectors.label_issue_total(
+            project=project, filters=filters, computation=computation
+        )
+        stored = selectors.label_issue_count_stored(filters=filters, computation=computation)
+        if (exact and total != matching) or (not exact and total >= matching):
+            raise RuntimeError(f"{name}: the board counts {total:,}, SQL {matching:,}")
+        measure_pair(
+            "count: stored with the verdicts"
+            if stored is not None
+            else f"count: up to {selectors.COUNT_CAP:,} ({'exact' if exact else 'capped'})",
+            name,
+            lambda f=filters: selectors.label_issue_total(
+                project=project, filters=f, computation=computation
+            ),
+            lambda sql=count_sql, p=[project_id, *params]: raw.execute(sql, p).fetchall(),
+            matching,
+        )
+    month_sql = (
+        "SELECT date_trunc('month', occurred_at AT TIME ZONE 'UTC') AS period, count(*), "
+        "count(*) FILTER (WHERE misclassified), count(*) FILTER (WHERE is_label_issue) "
+        "FROM review_labelissue WHERE project_id = %s AND occurred_at IS NOT NULL "
+        "GROUP BY 1 ORDER BY 1"
+    )
+    measure_pair(
+        "per month: cases, misclassified, flagged",
+        "whole board",
+        lambda: selectors.error_rates_by_month(project=project, computation=computation),
+        lambda: raw.execute(month_sql, [project_id]).fetchall(),
+        0,
+    )
+    annotator_sql = (
+        "SELECT u.username, count(*), count(*) FILTER (WHERE li.is_label_issue) "
+        "FROM review_labelissue li LEFT JOIN accounts_user u ON u.id = li.labeled_by_id "
+        "WHERE li.project_id = %s GROUP BY u.username ORDER BY u.username"
+    )
+    measure_pair(
+        "per clinician: labels, flagged",
+        "whole board",
+        lambda: selectors.error_rates_by_annotator(project=project, computation=computation),
+        lambda: raw.execute(annotator_sql, [project_id]).fetchall(),
+        0,
+    )
+    # The whole page as a reviewer opens it: every query above that the view sends, and the
+    # template; and the count it asks for once shown, when the stored counts cannot answer.
+    # Persistent connections, as the app runs.
+    client = Client()
+    client.force_login(User.objects.get(pk=project.created_by_id))
+    url = f"/projects/{project_id}/review/"
+    pages = [
+        ("whole board page (view + template)", "default view", {}, {}),
+        ("whole board page (view + template)", "two feature ranges", {"kind": "all", **ranges}, {}),
+        (
+            "count fragment (htmx, after the page)",
+            "two feature ranges",
+            {"kind": "all", **ranges, "fragment": "count"},
+            {"HTTP_HX_REQUEST": "true"},
+        ),
+    ]
+    for kind, name, query, headers in pages:
+        response = client.get(url, query, HTTP_HOST="127.0.0.1", **headers)
+        if response.status_code != 200:
+            raise RuntimeError(f"the board answered {response.status_code}")
+        measure_pair(
+            kind,
+            name,
+            lambda q=query, h=headers: client.get(url, q, HTTP_HOST="127.0.0.1", **h),
+            None,
+            0,
+        )
+    raw.close()
+    connection.close()
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
 # The parent: databases, child steps, report.
 
 
@@ -646,6 +866,103 @@ def run_timing(workdir: Path, size: int) -> dict[str, Any]:
         _pg_drop_create(LABEL_DB, create=False)
         shutil.rmtree(var_dir, ignore_errors=True)
     return out
+
+
+def run_board(workdir: Path, size: int, repeats: int = BOARD_REPEATS) -> dict[str, Any]:
+    """A database of its own with `size` labeled cases, their verdicts, then the board."""
+    from bench.bench_queue import wait_quiet
+
+    var_dir = workdir / "var"
+    var_dir.mkdir(parents=True)
+    env = child_env(BOARD_DB, var_dir, SETTINGS)
+    csv = workdir / f"board_{size}.csv"
+    out: dict[str, Any] = {"size": size}
+    _pg_drop_create(BOARD_DB, create=True)
+    try:
+        say(f"board: importing {size:,} labeled cases")
+        write_training_csv(csv, size)
+        prepared = run_module(
+            "bench_training", ["prepare", "--csv", str(csv)], env, PREPARE_TIMEOUT
+        )
+        csv.unlink()
+        say("board: training version 1")
+        train = run_module(
+            "bench_label_issues",
+            ["train", "--project-id", str(prepared["project_id"])],
+            env,
+            TRAIN_TIMEOUT,
+        )
+        if "version_id" not in train:
+            raise RuntimeError(f"version 1 was not trained: {train.get('error')}")
+        say("board: label_issues_find")
+        out["find"] = run_module(
+            "bench_label_issues",
+            ["find", "--version-id", str(train["version_id"])],
+            env,
+            OURS_TIMEOUT,
+        )
+        _checkpoint(BOARD_DB)
+        out["busy"] = wait_quiet()
+        say(f"board: page queries, {repeats} times each")
+        out["board"] = run_module(
+            "bench_label_issues",
+            ["board", "--project-id", str(prepared["project_id"]), "--repeats", str(repeats)],
+            env,
+            BOARD_TIMEOUT,
+        )
+    finally:
+        csv.unlink(missing_ok=True)
+        _pg_drop_create(BOARD_DB, create=False)
+        shutil.rmtree(var_dir, ignore_errors=True)
+    return out
+
+
+BOARD_COLUMNS = [
+    ("query", 42, "<"),
+    ("slice", 41, "<"),
+    ("rows", 9, ">"),
+    ("ours p50", 8, ">"),
+    ("ours p95", 8, ">"),
+    ("raw p50", 7, ">"),
+    ("raw p95", 7, ">"),
+    ("ours/raw", 8, ">"),
+]
+
+
+def report_board(t: dict[str, Any]) -> str:
+    board = t["board"]
+    rows = []
+    for q in board["queries"]:
+        ours = np.percentile(q["ours_ms"], [50, 95])
+        raw = np.percentile(q["raw_ms"], [50, 95]) if q["raw_ms"] else None
+        rows.append(
+            [
+                q["kind"],
+                q["slice"],
+                f"{q['rows']:,}" if q["rows"] else "",
+                f"{ours[0]:.1f}",
+                f"{ours[1]:.1f}",
+                "-" if raw is None else f"{raw[0]:.1f}",
+                "-" if raw is None else f"{raw[1]:.1f}",
+                "-" if raw is None else f"{ours[0] / raw[0]:.2f}",
+            ]
+        )
+    ranges = ", ".join(f"{k}={v}" for k, v in board["ranges"].items())
+    return "\n".join(
+        [
+            f"The review board's queries on {t['size']:,} label issues (PostgreSQL), in "
+            f"milliseconds over {board['repeats']} runs each; ours: the app's selectors "
+            "(Django ORM, select_related case and clinician), raw: the same keyset query by "
+            "hand through psycopg, with a row comparison (label_quality, id) > (q, id); rows: "
+            "the page's rows, or the slice's size for a count",
+            "",
+            _table(BOARD_COLUMNS, rows),
+            "",
+            f"Feature ranges: {ranges}. label_issues_find stored the {t['find']['cases']:,} "
+            f"verdicts in {t['find']['seconds']:.1f} s ({t['find']['issues']:,} flagged). CPU "
+            f"in use by other work just before: {t['busy']:.0%}.",
+        ]
+    )
 
 
 def _spread(hits: list[int] | None) -> str:
@@ -913,23 +1230,33 @@ def report_timing(t: dict[str, Any]) -> str:
     return "\n".join(text)
 
 
-def run(quick: bool, workdir: Path) -> str:
-    """The whole label-issues benchmark; returns the text to print."""
+PARTS = ("quality", "timing", "board")
+
+
+def run(quick: bool, workdir: Path, parts: tuple[str, ...] = PARTS) -> str:
+    """The whole label-issues benchmark (or some of its parts); returns the text to print."""
     from bench.bench_queue import code_version
 
     workdir.mkdir(parents=True, exist_ok=True)
     size = 100_000 if quick else 1_000_000
     code_before = code_version()
     text = ["Label issues: the board's ranking against the demos' deliberately flipped labels", ""]
-    try:
-        for result in run_quality(workdir / "quality"):
-            text += [report_quality(result), ""]
-    except (RuntimeError, subprocess.TimeoutExpired) as error:
-        text += [f"Quality: NOT MEASURED, a step failed:\n{error}", ""]
-    try:
-        text += [report_timing(run_timing(workdir / "timing", size)), ""]
-    except (RuntimeError, subprocess.TimeoutExpired) as error:
-        text += [f"Time of label_issues_find: NOT MEASURED, a step failed:\n{error}", ""]
+    if "quality" in parts:
+        try:
+            for result in run_quality(workdir / "quality"):
+                text += [report_quality(result), ""]
+        except (RuntimeError, subprocess.TimeoutExpired) as error:
+            text += [f"Quality: NOT MEASURED, a step failed:\n{error}", ""]
+    if "timing" in parts:
+        try:
+            text += [report_timing(run_timing(workdir / "timing", size)), ""]
+        except (RuntimeError, subprocess.TimeoutExpired) as error:
+            text += [f"Time of label_issues_find: NOT MEASURED, a step failed:\n{error}", ""]
+    if "board" in parts:
+        try:
+            text += [report_board(run_board(workdir / "board", size)), ""]
+        except (RuntimeError, subprocess.TimeoutExpired) as error:
+            text += [f"The board's queries: NOT MEASURED, a step failed:\n{error}", ""]
     code_after = code_version()
     text.append(f"App code (commit/digest of apps/ and config/): {code_before}.")
     if code_after.split("/")[-1] != code_before.split("/")[-1]:
@@ -943,6 +1270,7 @@ def main(argv: list[str] | None = None) -> int:
     whole = sub.add_parser("all", help="the whole benchmark (the default)")
     for p in (parser, whole):
         p.add_argument("--quick", action="store_true", help="time 100,000 cases, not 1,000,000")
+        p.add_argument("--part", action="append", choices=PARTS, help="only this part (repeatable)")
     demo = sub.add_parser("demo")
     demo.add_argument("--dataset", choices=["breast_cancer", "heart_failure"], required=True)
     demo.add_argument("--patients", type=int, default=DEMO_PATIENTS)
@@ -955,6 +1283,11 @@ def main(argv: list[str] | None = None) -> int:
     raw.add_argument("--seed", type=int, required=True)
     raw.add_argument("--folds", type=int, required=True)
     raw.add_argument("--compare-dsn", default="")
+    find = sub.add_parser("find")
+    find.add_argument("--version-id", type=int, required=True)
+    board = sub.add_parser("board")
+    board.add_argument("--project-id", type=int, required=True)
+    board.add_argument("--repeats", type=int, default=BOARD_REPEATS)
     args = parser.parse_args(argv)
 
     if args.step == "demo":
@@ -965,10 +1298,14 @@ def main(argv: list[str] | None = None) -> int:
         emit(child_ours(args.version_id))
     elif args.step == "raw":
         emit(child_raw(args.size, args.seed, args.folds, args.compare_dsn))
+    elif args.step == "find":
+        emit(child_find(args.version_id))
+    elif args.step == "board":
+        emit(child_board(args.project_id, args.repeats))
     else:
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="casebook-bench-label-issues-") as tmp:
-            print(run(args.quick, Path(tmp)))
+            print(run(args.quick, Path(tmp), tuple(args.part or PARTS)))
         print(f"whole run {time.perf_counter() - started:.0f} s.")
     return 0
 

@@ -425,14 +425,22 @@ def _all_rows(project, query, features):
         after = f"{following[0]!r},{following[1]}"
 
 
-def test_feature_ranges_return_what_they_say_and_missing_never_matches(wdbc):
+@pytest.mark.parametrize("window", [5, 2000])
+def test_feature_ranges_return_what_they_say_and_missing_never_matches(wdbc, window, monkeypatch):
     import math
 
     import numpy as np
 
     from apps.cases.models import Case
-    from apps.review.selectors import board_features, label_issue_count
+    from apps.review import selectors
+    from apps.review.selectors import (
+        board_features,
+        label_issue_computation_latest,
+        label_issue_total,
+    )
 
+    # A page is looked for in windows of the ranking: tiny ones make every page span several.
+    monkeypatch.setattr(selectors, "RANGE_WINDOW", window)
     project, _, _, version = wdbc
     # Three labeled cases lose their mean radius before the verdicts are computed.
     blanked = list(
@@ -459,7 +467,11 @@ def test_feature_ranges_return_what_they_say_and_missing_never_matches(wdbc):
     assert any(r.range_values == [edge] for r in rows)  # the lower bound itself matches
     assert all(r.range_values == [radius[r.case_id]] for r in rows)
     filters = BoardFilters.from_query(query, features=features)
-    assert label_issue_count(project=project, filters=filters) == len(rows)
+    computation = label_issue_computation_latest(project=project)
+    assert label_issue_total(project=project, filters=filters, computation=computation) == (
+        len(rows),
+        True,
+    )
     # Two features at once, one bound each, with another filter.
     query = {"kind": "all", "min.mean_radius": "15", "max.mean_texture": "20", "given": "malignant"}
     rows = _all_rows(project, query, features)
@@ -575,3 +587,68 @@ def test_feature_ranges_in_the_form_the_api_and_a_saved_view(client, wdbc):
     )
     assert "too long to save" in too_long.content.decode()
     assert not SavedView.objects.filter(name="long").exists()
+
+
+def test_board_counts_come_from_the_verdicts_or_a_capped_count(client, wdbc, monkeypatch):
+    from apps.review import selectors
+    from apps.review.models import LabelIssueComputation
+
+    project, dataset, users, version = wdbc
+    computation = services.label_issues_find(version_id=version.pk)
+    computation = LabelIssueComputation.objects.get(pk=computation.pk)
+    issues = LabelIssue.objects.filter(project=project)
+    # Kind and classes: the counts stored with the verdicts, equal to counting the rows.
+    for kind in ("issues", "misclassified", "all"):
+        for given in ("", *dataset.classes):
+            for suggested in ("", *dataset.classes):
+                query = {"kind": kind, "given": given, "suggested": suggested}
+                filters = BoardFilters.from_query(query)
+                rows = selectors._filtered(project, filters)
+                assert (
+                    selectors.label_issue_count_stored(filters=filters, computation=computation)
+                    == rows.count()
+                ), query
+    # The tables per month and per clinician: the same from the stored counts as counted live.
+    assert selectors.error_rates_by_month(
+        project=project, computation=computation
+    ) == selectors.error_rates_by_month(project=project)
+    assert selectors.error_rates_by_annotator(
+        project=project, computation=computation
+    ) == selectors.error_rates_by_annotator(project=project)
+    assert sum(a["labels"] for a in selectors.error_rates_by_annotator(project=project)) == 398
+    # Any other filter is counted in the database, up to the cap.
+    monkeypatch.setattr(selectors, "COUNT_CAP", 10)
+    filters = BoardFilters.from_query({"kind": "all", "max_quality": "0.9"})
+    assert selectors.label_issue_count_stored(filters=filters, computation=computation) is None
+    assert issues.filter(label_quality__lte=0.9).count() > 10
+    assert selectors.label_issue_total(
+        project=project, filters=filters, computation=computation
+    ) == (10, False)
+    fifth = issues.filter(is_label_issue=True).order_by("label_quality")[4].label_quality
+    filters = BoardFilters.from_query({"kind": "issues", "max_quality": repr(fifth)})
+    exact = issues.filter(is_label_issue=True, label_quality__lte=fifth).count()
+    assert 5 <= exact <= 10
+    assert selectors.label_issue_total(
+        project=project, filters=filters, computation=computation
+    ) == (exact, True)
+    # The page shows a stored count at once and counts anything else after it is shown.
+    client.force_login(users["reviewer"])
+    url = reverse("review:board", args=[project.pk])
+    page = client.get(url).content.decode()
+    flagged = issues.filter(is_label_issue=True).count()
+    assert f"{flagged} cases" in page and "Counting" not in page
+    page = client.get(url, {"kind": "all", "max_quality": "0.9"}).content.decode()
+    assert "Counting the cases…" in page
+    assert "fragment=count" in page and "max_quality=0.9" in page
+    fragment = client.get(
+        url, {"kind": "all", "max_quality": "0.9", "fragment": "count"}, HTTP_HX_REQUEST="true"
+    )
+    assert fragment.status_code == 200
+    assert "More than 10 cases" in fragment.content.decode()
+    assert "<table" not in fragment.content.decode()
+    api = APIClient()
+    api.force_authenticate(users["reviewer"])
+    body = api.get(f"/api/projects/{project.pk}/label-issues/", {"max_quality": repr(fifth)}).json()
+    assert (body["count"], body["count_exact"]) == (exact, True)
+    body = api.get(f"/api/projects/{project.pk}/label-issues/", {"kind": "all"}).json()
+    assert (body["count"], body["count_exact"]) == (398, True)

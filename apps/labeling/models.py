@@ -55,6 +55,13 @@ class Label(models.Model):
             models.Index(fields=["case", "id"], name="label_case_idx"),
             models.Index(fields=["project", "id"], name="label_project_idx"),
             models.Index(fields=["author", "id"], name="label_author_idx"),
+            # The few adjudications among a million labels, which annotator agreement reads
+            # at every view of the review board.
+            models.Index(
+                fields=["project", "id"],
+                name="label_adjudicated_idx",
+                condition=models.Q(kind="adjudicated"),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -75,6 +75,11 @@ class LabelIssueComputation(models.Model):
     folds = models.PositiveSmallIntegerField()
     model_family = models.CharField(max_length=60)
     seconds = models.FloatField()
+    # The board's counts, counted once with the verdicts rather than over a million rows at
+    # every page view: "slices", [given, suggested, flagged, cases] for each combination;
+    # "months", [YYYY-MM, cases, misclassified, flagged]; "annotators", [user id, labels,
+    # flagged]. Empty for computations stored before the board kept them.
+    summary = models.JSONField(default=dict)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

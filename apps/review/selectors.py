@@ -6,13 +6,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from urllib.parse import urlencode
 
 from django.db.models import BinaryField, Count, Q, QuerySet
 from django.db.models.functions import Substr, TruncMonth
 
+from apps.accounts.models import User
 from apps.labeling.models import Label, LabelKind
 from apps.projects.models import Feature, Project
 from apps.review import feature_keys
@@ -241,22 +242,66 @@ def _filtered(project: Project, f: BoardFilters) -> QuerySet[LabelIssue]:
     return rows
 
 
+# With feature ranges, a page is looked for in windows of the rank index: this many rows at
+# first, then four times as many each time (see label_issue_page).
+RANGE_WINDOW = 2_000
+# A count the stored totals cannot answer stops here: past it the board says "more than".
+COUNT_CAP = 10_000
+
+
+def _after(rows: QuerySet[LabelIssue], key: tuple[float, int]) -> QuerySet[LabelIssue]:
+    quality, last_id = key
+    # The plain `>=` is what the index scan starts from: neither database turns the OR into
+    # a starting point, and without it a deep page would walk every row before it.
+    return rows.filter(
+        Q(label_quality__gt=quality) | Q(label_quality=quality, id__gt=last_id),
+        label_quality__gte=quality,
+    )
+
+
+def _up_to(rows: QuerySet[LabelIssue], key: tuple[float, int]) -> QuerySet[LabelIssue]:
+    quality, last_id = key
+    return rows.filter(
+        Q(label_quality__lt=quality) | Q(label_quality=quality, id__lte=last_id),
+        label_quality__lte=quality,
+    )
+
+
 def label_issue_page(
     *, project: Project, filters: BoardFilters, limit: int = 50
 ) -> tuple[list[LabelIssue], tuple[float, int] | None]:
     """One page, most likely wrong first; and the keyset of the next page (None at the end).
 
     Each row carries `range_values`: its values of the filtered features (None if missing)."""
-    rows = _filtered(project, filters).select_related("case", "labeled_by")
-    if filters.after is not None:
-        quality, last_id = filters.after
-        # The plain `>=` is what the index scan starts from: neither database turns the OR
-        # into a starting point, and without it a deep page would walk every row before it.
-        rows = rows.filter(
-            Q(label_quality__gt=quality) | Q(label_quality=quality, id__gt=last_id),
-            label_quality__gte=quality,
-        )
-    page = list(rows.order_by("label_quality", "id")[: limit + 1])
+    rows = (
+        _filtered(project, filters)
+        .select_related("case", "labeled_by")
+        .order_by("label_quality", "id")
+    )
+    if not filters.features:
+        page = list((_after(rows, filters.after) if filters.after else rows)[: limit + 1])
+    else:
+        # PostgreSQL has no statistics on a feature's bytes and guesses that a range keeps
+        # almost nothing, so it reads every row the other filters keep and sorts them (0.3 s
+        # at a million) instead of walking the rank index until the page is full. Bounding
+        # each query to a window of the index (found by an index-only walk) leaves it nothing
+        # else to do; the windows grow so that a rare range still takes few queries.
+        page = []
+        start, window = filters.after, RANGE_WINDOW
+        ranked = LabelIssue.objects.filter(project=project).order_by("label_quality", "id")
+        while len(page) <= limit:
+            ends = list(
+                (_after(ranked, start) if start else ranked).values_list("label_quality", "id")[
+                    window - 1 : window
+                ]
+            )
+            scope = _after(rows, start) if start else rows
+            if ends:
+                scope = _up_to(scope, ends[0])
+            page += scope[: limit + 1 - len(page)]
+            if not ends:
+                break
+            start, window = ends[0], window * 4
     following = (page[limit - 1].label_quality, page[limit - 1].pk) if len(page) > limit else None
     for row in page:
         row.range_values = [
@@ -265,8 +310,43 @@ def label_issue_page(
     return page[:limit], following
 
 
-def label_issue_count(*, project: Project, filters: BoardFilters) -> int:
-    return _filtered(project, filters).count()
+def label_issue_count_stored(
+    *, filters: BoardFilters, computation: LabelIssueComputation | None
+) -> int | None:
+    """The number of cases the filters keep, from the counts stored with the verdicts; None
+    when the filters go beyond kind, given and suggested class (or none were stored)."""
+    if computation is None:
+        return 0
+    if "slices" not in computation.summary or (
+        filters.features
+        or filters.annotator
+        or filters.month
+        or filters.max_quality is not None
+        or filters.min_confidence is not None
+        or filters.max_confidence is not None
+    ):
+        return None
+    return sum(
+        cases
+        for given, suggested, flagged, cases in computation.summary["slices"]
+        if (filters.kind != "issues" or flagged)
+        and (filters.kind != "misclassified" or given != suggested)
+        and filters.given in ("", given)
+        and filters.suggested in ("", suggested)
+    )
+
+
+def label_issue_total(
+    *, project: Project, filters: BoardFilters, computation: LabelIssueComputation | None
+) -> tuple[int, bool]:
+    """How many cases the filters keep, and whether that is exact. The stored counts answer
+    for kind and classes; any other filter is counted in the database, but only up to
+    COUNT_CAP: an exact count of a million rows costs a quarter of a second at every page."""
+    stored = label_issue_count_stored(filters=filters, computation=computation)
+    if stored is not None:
+        return stored, True
+    counted = _filtered(project, filters)[: COUNT_CAP + 1].count()
+    return min(counted, COUNT_CAP), counted <= COUNT_CAP
 
 
 def label_issue_computation_latest(*, project: Project) -> LabelIssueComputation | None:
@@ -277,36 +357,65 @@ def label_issue_computation_latest(*, project: Project) -> LabelIssueComputation
     )
 
 
-def error_rates_by_month(*, project: Project) -> list[dict]:
+def error_rates_by_month(
+    *, project: Project, computation: LabelIssueComputation | None = None
+) -> list[dict]:
     """Where the model fails: per month of the cases, how many are misclassified out of sample
-    and how many labels look wrong."""
-    rows = (
-        LabelIssue.objects.filter(project=project, occurred_at__isnull=False)
-        .annotate(period=TruncMonth("occurred_at"))
-        .values("period")
-        .annotate(
-            cases=Count("id"),
-            misclassified=Count("id", filter=Q(misclassified=True)),
-            issues=Count("id", filter=Q(is_label_issue=True)),
+    and how many labels look wrong. From the counts stored with the verdicts when there are."""
+    if computation is not None and "months" in computation.summary:
+        rows = [
+            {
+                "period": date.fromisoformat(period + "-01"),
+                "cases": cases,
+                "misclassified": wrong,
+                "issues": flagged,
+            }
+            for period, cases, wrong, flagged in computation.summary["months"]
+        ]
+    else:
+        rows = list(
+            LabelIssue.objects.filter(project=project, occurred_at__isnull=False)
+            .annotate(period=TruncMonth("occurred_at"))
+            .values("period")
+            .annotate(
+                cases=Count("id"),
+                misclassified=Count("id", filter=Q(misclassified=True)),
+                issues=Count("id", filter=Q(is_label_issue=True)),
+            )
+            .order_by("period")
         )
-        .order_by("period")
-    )
     return [
         {**r, "error_rate": r["misclassified"] / r["cases"] if r["cases"] else 0.0} for r in rows
     ]
 
 
-def error_rates_by_annotator(*, project: Project) -> list[dict]:
-    """Per clinician: labels given, and the share the board flags as likely wrong."""
-    rows = (
-        LabelIssue.objects.filter(project=project)
-        .values("labeled_by__username")
-        .annotate(
-            labels=Count("id"),
-            issues=Count("id", filter=Q(is_label_issue=True)),
+def error_rates_by_annotator(
+    *, project: Project, computation: LabelIssueComputation | None = None
+) -> list[dict]:
+    """Per clinician: labels given, and the share the board flags as likely wrong (from the
+    counts stored with the verdicts when there are); and their agreement with adjudications."""
+    if computation is not None and "annotators" in computation.summary:
+        counted = computation.summary["annotators"]
+        names = dict(
+            User.objects.filter(pk__in=[a for a, _, _ in counted]).values_list("pk", "username")
         )
-        .order_by("labeled_by__username")
-    )
+        rows = sorted(
+            (
+                {"labeled_by__username": names.get(a), "labels": n, "issues": i}
+                for a, n, i in counted
+            ),
+            key=lambda r: (r["labeled_by__username"] is None, r["labeled_by__username"] or ""),
+        )
+    else:
+        rows = list(
+            LabelIssue.objects.filter(project=project)
+            .values("labeled_by__username")
+            .annotate(
+                labels=Count("id"),
+                issues=Count("id", filter=Q(is_label_issue=True)),
+            )
+            .order_by("labeled_by__username")
+        )
     agreement = annotator_agreement(project=project)
     return [
         {

@@ -131,6 +131,7 @@ def label_issues_find(*, version_id: int) -> LabelIssueComputation | None:
             folds=folds,
             model_family=version.model_family,
             seconds=time.monotonic() - started,
+            summary=_board_summary(columns, classes, verdicts),
         )
     LabelIssueComputation.objects.filter(pk=computation.pk).update(
         seconds=time.monotonic() - started  # with the commit
@@ -143,6 +144,40 @@ def label_issues_find(*, version_id: int) -> LabelIssueComputation | None:
         version.number,
     )
     return computation
+
+
+def _board_summary(columns: dict[str, np.ndarray], classes: list[str], verdicts) -> dict:
+    """The counts the board shows, from the verdicts in memory (see LabelIssueComputation)."""
+    k = len(classes)
+    flagged = verdicts.is_issue.astype(np.int64)
+    code = (verdicts.given * k + verdicts.suggested) * 2 + flagged
+    slices = np.bincount(code, minlength=2 * k * k)
+    months: list[list] = []
+    occurred = columns["occurred_at"].astype("datetime64[M]")
+    dated = ~np.isnat(occurred)
+    if dated.any():
+        periods, where = np.unique(occurred[dated], return_inverse=True)
+        cases = np.bincount(where, minlength=len(periods))
+        wrong = np.bincount(where, weights=columns["misclassified"][dated], minlength=len(periods))
+        issues = np.bincount(where, weights=flagged[dated], minlength=len(periods))
+        months = [
+            [str(period), int(n), int(m), int(i)]
+            for period, n, m, i in zip(periods, cases, wrong, issues, strict=True)
+        ]
+    authors, where = np.unique(columns["labeled_by_id"], return_inverse=True)
+    labels = np.bincount(where, minlength=len(authors))
+    issues = np.bincount(where, weights=flagged, minlength=len(authors))
+    return {
+        "slices": [
+            [classes[c // 2 // k], classes[c // 2 % k], bool(c % 2), int(n)]
+            for c, n in enumerate(slices)
+            if n
+        ],
+        "months": months,
+        "annotators": [
+            [int(a), int(n), int(i)] for a, n, i in zip(authors, labels, issues, strict=True)
+        ],
+    }
 
 
 def _label_issues_write(project_id: int, version_id: int, columns: dict[str, np.ndarray]) -> None:

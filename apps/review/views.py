@@ -29,6 +29,17 @@ def board(request: HttpRequest, project_id: int) -> HttpResponse:
     project = access.project
     features = project_features(project=project)
     filters = BoardFilters.from_query(request.GET, features={f.name: f.position for f in features})
+    computation = selectors.label_issue_computation_latest(project=project)
+    if request.htmx and request.GET.get("fragment") == "count":
+        total, exact = selectors.label_issue_total(
+            project=project, filters=filters, computation=computation
+        )
+        # 200 even for filters with errors: htmx swaps nothing on a 4xx.
+        return render(
+            request,
+            "review/board.html#count",
+            {"project": project, "total": total, "total_exact": exact},
+        )
     band_feature = request.GET.get("band_feature", "")
     rows, following = selectors.label_issue_page(project=project, filters=filters)
     units = {f.name: f.unit for f in features}
@@ -50,9 +61,11 @@ def board(request: HttpRequest, project_id: int) -> HttpResponse:
         if following
         else None,
         "first_query": filters.query_string() if filters.after else None,
-        "total": selectors.label_issue_count(project=project, filters=filters),
-        "computation": selectors.label_issue_computation_latest(project=project),
-        "by_month": selectors.error_rates_by_month(project=project),
+        # None: counted in the database, after the page is shown (the count fragment).
+        "total": selectors.label_issue_count_stored(filters=filters, computation=computation),
+        "total_exact": True,
+        "computation": computation,
+        "by_month": selectors.error_rates_by_month(project=project, computation=computation),
         "band_feature": band_feature,
         "by_band": selectors.error_rates_by_feature_band(project=project, feature=band_feature)
         if band_feature
@@ -69,7 +82,9 @@ def board(request: HttpRequest, project_id: int) -> HttpResponse:
             }
             for name, low, high in filters.range_inputs
         ],
-        "by_annotator": selectors.error_rates_by_annotator(project=project),
+        "by_annotator": selectors.error_rates_by_annotator(
+            project=project, computation=computation
+        ),
         "members": membership_list(project=project),
         "return_to": request.get_full_path(),
         "saved_views": selectors.saved_views(project=project),
