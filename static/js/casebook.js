@@ -44,3 +44,10 @@ document.addEventListener("submit", (event) => {
   form.addEventListener("change", sync);
   sync();
 })();
+
+// A form that starts over after it succeeded (the import form): data-reset-on-success.
+// (An event listener rather than hx-on, which the Content Security Policy would block.)
+document.addEventListener("htmx:afterRequest", (event) => {
+  const form = event.detail.elt;
+  if (form?.dataset?.resetOnSuccess !== undefined && event.detail.xhr.status === 200) form.reset();
+});
