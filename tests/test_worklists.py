@@ -345,3 +345,40 @@ def test_the_api_drives_a_worklist_from_making_to_a_derived_project(
     )
     assert derived.status_code == 201, derived.content
     assert derived.json()["classes"] == ["actionable", "not_actionable"]
+
+
+def test_the_api_lists_cases_filtered_and_paged_and_exports_labels(
+    scored_project, reviewer, data_scientist
+):
+    from rest_framework.test import APIClient
+
+    from apps.audit.models import AuditEvent
+
+    api = APIClient()
+    api.force_authenticate(reviewer)
+    base = f"/api/projects/{scored_project.pk}/cases/"
+    first = api.get(base, {"limit": 10}).json()
+    assert first["count"] == 300 and len(first["results"]) == 10
+    assert set(first["results"][0]["features"]) == {"age", "creatinine", "nt_pro_bnp"}
+    second = api.get(base, {"limit": 10, "offset": 10}).json()
+    ids = [c["id"] for c in first["results"] + second["results"]]
+    assert ids == sorted(ids) and len(set(ids)) == 20
+    unlabeled = api.get(base, {"labeled": "false", "limit": 500}).json()
+    assert (
+        unlabeled["count"] == Case.objects.filter(project=scored_project, current_label="").count()
+    )
+    assert all(c["current_label"] == "" for c in unlabeled["results"])
+    failing = api.get(base, {"label": "heart_failure", "limit": 500}).json()
+    assert failing["count"] > 0 and {c["current_label"] for c in failing["results"]} == {
+        "heart_failure"
+    }
+    bad = api.get(base, {"occurred_from": "last tuesday"})
+    assert bad.status_code == 400 and "occurred_from" in bad.json()["errors"]
+    assert api.get(f"/api/projects/{scored_project.pk}/export").status_code == 403
+    api.force_authenticate(data_scientist)
+    export = api.get(f"/api/projects/{scored_project.pk}/export", {"what": "history"})
+    assert export.status_code == 200 and export["Content-Type"].startswith("text/csv")
+    assert export.content.decode().splitlines()[0].startswith("label_id,external_id")
+    assert AuditEvent.objects.filter(action="export", actor=data_scientist).count() == 1
+    wrong = api.get(f"/api/projects/{scored_project.pk}/export", {"what": "everything"})
+    assert wrong.status_code == 400 and "'labels' or 'history'" in wrong.json()["detail"]

@@ -529,3 +529,18 @@ class AgreementFiguresOut(serializers.Serializer):
 class DerivedProjectIn(serializers.Serializer):
     target = serializers.CharField(max_length=60, default="actionable")
     name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+
+
+class CaseOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    external_id = serializers.CharField()
+    occurred_at = serializers.DateTimeField(allow_null=True)
+    current_label = serializers.CharField(allow_blank=True)
+    features = serializers.DictField(child=serializers.FloatField(allow_null=True))
+
+
+class CasePageOut(serializers.Serializer):
+    count = serializers.IntegerField()
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = CaseOut(many=True)

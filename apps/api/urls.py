@@ -11,7 +11,9 @@ urlpatterns = [
     path("projects/", views.ProjectListCreateApi.as_view(), name="projects"),
     path("projects/<int:project_id>/", views.ProjectDetailApi.as_view(), name="project"),
     path("projects/<int:project_id>/members/", views.ProjectMemberApi.as_view(), name="members"),
+    path("projects/<int:project_id>/cases/", views.CaseListApi.as_view(), name="cases"),
     path("projects/<int:project_id>/cases/import", views.CaseImportApi.as_view(), name="import"),
+    path("projects/<int:project_id>/export", views.LabelExportApi.as_view(), name="export"),
     path("projects/<int:project_id>/queue/next", views.QueueNextApi.as_view(), name="queue-next"),
     path(
         "projects/<int:project_id>/queue/release",

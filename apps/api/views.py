@@ -18,7 +18,7 @@ from rest_framework.views import APIView
 from apps.api import serializers as s
 from apps.cases.importing import ImportRejected
 from apps.cases.models import Case
-from apps.cases.selectors import case_features_dict, case_get_in_project
+from apps.cases.selectors import case_features_dict, case_get_in_project, case_list
 from apps.labeling import selectors as labeling_selectors
 from apps.labeling import services as labeling_services
 from apps.labeling.models import TaskKind
@@ -32,6 +32,7 @@ from apps.projects.selectors import (
     ProjectAccess,
     membership_list,
     membership_user,
+    project_features,
     project_get_for_user,
     project_list_for_user,
 )
@@ -754,3 +755,74 @@ class DerivedProjectApi(APIView):
             source=access.project, created_by=request.user, **data.validated_data
         )
         return Response(s.ProjectOut(derived).data, status=status.HTTP_201_CREATED)
+
+
+class CaseListApi(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("label", str, description="current label is this class"),
+            OpenApiParameter("labeled", bool, description="only labeled (true) or unlabeled"),
+            OpenApiParameter("occurred_from", str, description="ISO 8601, inclusive"),
+            OpenApiParameter("occurred_to", str, description="ISO 8601, exclusive"),
+            OpenApiParameter("external_id", str),
+            OpenApiParameter("limit", int, description="page size, default 50, at most 500"),
+            OpenApiParameter("offset", int),
+        ],
+        responses=s.CasePageOut,
+    )
+    def get(self, request: Request, project_id: int) -> Response:
+        """The project's cases in import order, with their features and current label,
+        filtered and paged (limit/offset)."""
+        from rest_framework.pagination import LimitOffsetPagination
+
+        from apps.cases.filters import CaseFilter
+
+        access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
+        found = CaseFilter(request.query_params, queryset=case_list(project=access.project))
+        if not found.is_valid():
+            raise DjangoValidationError(
+                {name: [str(e) for e in errors] for name, errors in found.errors.items()}
+            )
+        pager = LimitOffsetPagination()
+        pager.max_limit = 500
+        page = pager.paginate_queryset(found.qs, request, view=self)
+        features = project_features(project=access.project)
+        results = [
+            {
+                "id": case.pk,
+                "external_id": case.external_id,
+                "occurred_at": case.occurred_at,
+                "current_label": case.current_label,
+                "features": case_features_dict(case=case, features=features),
+            }
+            for case in page
+        ]
+        return pager.get_paginated_response(s.CaseOut(results, many=True).data)
+
+
+class LabelExportApi(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("what", str, description="labels (one row per case) or history"),
+            OpenApiParameter("format", str, description="csv (default) or parquet"),
+        ],
+        responses={(200, "text/csv"): OpenApiResponse(description="the file")},
+    )
+    def get(self, request: Request, project_id: int):
+        """Download the current labels or the whole label history (data scientists; the export
+        is in the audit log)."""
+        from django.http import HttpResponse
+
+        access = project_get_for_user(
+            user=request.user, project_id=project_id, role=Role.DATA_SCIENTIST
+        )
+        what = request.query_params.get("what", "labels")
+        file_format = request.query_params.get("format", "csv")
+        body, content_type = labeling_services.labels_export(
+            project=access.project, exported_by=request.user, what=what, file_format=file_format
+        )
+        response = HttpResponse(body, content_type=content_type)
+        response["Content-Disposition"] = (
+            f'attachment; filename="project-{access.project.pk}-{what}.{file_format}"'
+        )
+        return response

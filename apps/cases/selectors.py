@@ -140,3 +140,8 @@ def case_get_in_project(*, project: Project, case_id: int) -> Case | None:
 
 def import_batch_list(*, project: Project) -> QuerySet[ImportBatch]:
     return ImportBatch.objects.filter(project=project).select_related("imported_by")
+
+
+def case_list(*, project: Project) -> QuerySet[Case]:
+    """The project's cases in import order."""
+    return Case.objects.filter(project=project).order_by("id")
