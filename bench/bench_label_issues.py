@@ -12,13 +12,20 @@ finding them takes on a million cases.
      computes them (its snapshot, feature matrix, `training_data`, `out_of_fold` with the run's
      parameters, seed and folds; checked against the stored given_probability), passed
      straight to `cleanlab.filter.find_label_issues(..., return_indices_ranked_by=
-     "self_confidence")`, whose first k are scored;
+     "self_confidence")` with cleanlab's defaults, whose first k are scored;
    - a random ranking: the mean over 1,000 seeded shuffles (its expectation is k x flips / n);
    - each model family alone and their average: out-of-fold probabilities of
      logistic_regression, hist_gradient_boosting and random_forest (`out_of_fold`, same
      folds and seed), each ranked with `apps.review.ranking.label_verdicts`, and the mean of
      the three probability matrices ranked the same way; then again under four more seeds
-     (folds and models), so that a gain can be told from the luck of one split.
+     (folds and models), so that a gain can be told from the luck of one split;
+   - against class imbalance, under the same five seeds: the out-of-fold probabilities as the
+     board has them, with `class_weight="balanced"`, and calibrated (isotonic, within each
+     fold); cleanlab's `get_label_quality_scores(adjust_pred_probs=True)`; and its
+     `find_label_issues(filter_by=...)` options. Each is scored on its top k and on what it
+     flags: false flags (labels flagged that were not flipped) and how many of them are the
+     rarer class's. The board's own `label_verdicts` must equal one of them, and the note
+     says which.
    Breast cancer: 569 cases, 398 labeled, 40 flipped. Heart failure: 20,000 patients, 16,577
    labeled, 2% of them flipped.
 2. Time, on 1,000,000 labeled cases x 30 features (--quick: 100,000): the training
@@ -29,17 +36,28 @@ finding them takes on a million cases.
    `cross_val_predict(method="predict_proba")` of the same pipeline on the same arrays in
    memory, then cleanlab's `find_label_issues` and `get_label_quality_scores` on those
    probabilities; its verdicts are compared with the rows ours stored.
+3. The board's page queries on 1,000,000 label issues (--quick: 100,000), in a database of
+   its own (the same data, version 1, `label_issues_find`, then VACUUM ANALYZE as autovacuum
+   would): the first page and a deep page of four slices (the default view of likely label
+   errors, all cases, given pos and suggested neg, two feature ranges), the count the board
+   shows for each, the tables per month and per clinician, and the whole page through
+   Django's test client; each 30 times after 3 unmeasured, as p50 and p95 in ms. Ours goes
+   through the app's selectors; raw is the same keyset query written by hand, with a row
+   comparison `(label_quality, id) > (q, id)`, sent through psycopg (its page must hold the
+   same rows), and the full `count(*)` of each slice.
 
-The databases are casebook_bench_label_issues and casebook_bench_label_issues_demo (PostgreSQL
-on 127.0.0.1:5432, user postgres), created at the start and dropped at the end; files live in a
-temporary folder.
+The databases are casebook_bench_label_issues, casebook_bench_label_issues_demo and
+casebook_bench_board (PostgreSQL on 127.0.0.1:5432, user postgres), created at the start and
+dropped at the end; files live in a temporary folder.
 
 Run as a module it is either the whole benchmark or one child step:
-    python -m bench.bench_label_issues [--quick]
+    python -m bench.bench_label_issues [--quick] [--part quality|timing|board ...]
     python -m bench.bench_label_issues demo --dataset breast_cancer|heart_failure
     python -m bench.bench_label_issues train --project-id N
     python -m bench.bench_label_issues ours --version-id N
     python -m bench.bench_label_issues raw --size N --seed N --folds N [--compare-dsn DSN]
+    python -m bench.bench_label_issues find --version-id N
+    python -m bench.bench_label_issues board --project-id N [--repeats N]
 (the child steps take the database from DATABASE_URL, as Django does).
 """
 
@@ -333,7 +351,112 @@ def child_demo(dataset_name: str, patients: int) -> dict[str, Any]:
             row["same_as_board"] = bool(np.array_equal(order, board_order))
         rankings.append(row)
     result["rankings"] = rankings
+    result["flagging"] = _flagging_options(data, classes, run, folds, flipped, seeds)
     return result
+
+
+def _isotonic_out_of_fold(
+    X: np.ndarray, y: np.ndarray, classes: list[str], params: dict, seed: int, folds: int
+) -> np.ndarray:
+    """Out-of-fold probabilities of the same pipeline, calibrated (isotonic, 3-fold) within
+    each fold: the folds are out_of_fold's."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.model_selection import StratifiedKFold
+
+    from apps.modeling.ml.objectives import class_indices
+    from apps.modeling.ml.training import build_pipeline, predict_proba_aligned
+
+    proba = np.zeros((len(y), len(classes)))
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for fit_i, held_i in splitter.split(X, class_indices(y, classes)):
+        model = CalibratedClassifierCV(
+            build_pipeline(params, seed, params.get("model_family")), method="isotonic", cv=3
+        ).fit(X[fit_i], y[fit_i])
+        proba[held_i] = predict_proba_aligned(model, X[held_i], classes)
+    return proba
+
+
+# What is tried against class imbalance: the probabilities (as the board has them, with
+# balanced class weights, calibrated) and cleanlab's options for ranking and flagging.
+FLAGGING = [
+    ("prune_by_noise_rate (cleanlab's default)", "plain", {}, {}),
+    ("class_weight=balanced, prune_by_noise_rate", "balanced", {}, {}),
+    ("isotonic calibration, prune_by_noise_rate", "isotonic", {}, {}),
+    ("quality adjust_pred_probs=True, prune_by_noise_rate", "plain", {}, {"adjust": True}),
+    ("filter_by=confident_learning", "plain", {"filter_by": "confident_learning"}, {}),
+    ("filter_by=low_self_confidence", "plain", {"filter_by": "low_self_confidence"}, {}),
+]
+
+
+def _flagging_options(
+    data: Any, classes: list[str], run: Any, folds: int, flipped: np.ndarray, seeds: list[int]
+) -> dict[str, Any]:
+    """Each option's top k and flagged set against the flips, per seed; and which one the
+    board's own label_verdicts gives."""
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    from apps.modeling.ml.objectives import class_indices
+    from apps.modeling.ml.training import out_of_fold
+    from apps.review.ranking import label_verdicts
+
+    labels = class_indices(data.y, classes)
+    minority = int(np.argmin(np.bincount(labels, minlength=len(classes))))
+    k = int(flipped.sum())
+    params = dict(run.params)
+    family = params.get("model_family", "logistic_regression")
+
+    def scores(quality: np.ndarray, flagged: np.ndarray) -> dict[str, int]:
+        wrongly = flagged & ~flipped
+        return {
+            "top_hits": int(flipped[np.argsort(quality, kind="stable")[:k]].sum()),
+            "flagged": int(flagged.sum()),
+            "flagged_hits": int((flagged & flipped).sum()),
+            "false": int(wrongly.sum()),
+            "false_minority": int((wrongly & (labels == minority)).sum()),
+        }
+
+    options: dict[str, list[dict[str, int]]] = {name: [] for name, *_ in FLAGGING}
+    board: list[dict[str, int]] = []
+    seconds: dict[str, float] = {}
+    for seed in seeds:
+        probas = {}
+        for name, extra in (
+            ("plain", {}),
+            ("balanced", {"class_weight": "balanced"}),
+            ("isotonic", None),
+        ):
+            start = time.perf_counter()
+            if extra is None:
+                probas[name] = _isotonic_out_of_fold(data.X, data.y, classes, params, seed, folds)
+            else:
+                probas[name] = out_of_fold(
+                    data.X, data.y, classes, {**params, **extra}, seed, family, folds
+                )[0]
+            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
+        for name, source, flag_options, quality_options in FLAGGING:
+            proba = probas[source]
+            quality = get_label_quality_scores(
+                labels, proba, adjust_pred_probs=bool(quality_options.get("adjust"))
+            )
+            flagged = find_label_issues(
+                labels,
+                proba,
+                filter_by=flag_options.get("filter_by", "prune_by_noise_rate"),
+                n_jobs=1,
+            )
+            options[name].append(scores(quality, flagged))
+        verdicts = label_verdicts(data.y, probas["plain"], classes)
+        board.append(scores(verdicts.quality, verdicts.is_issue))
+    same = [name for name, runs in options.items() if runs == board]
+    return {
+        "k": k,
+        "minority": classes[minority],
+        "minority_labels": int((labels == minority).sum()),
+        "options": options,
+        "board": same[0] if same else None,
+        "seconds": {name: s / len(seeds) for name, s in seconds.items()},
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -528,7 +651,7 @@ def child_raw(size: int, seed: int, folds: int, compare_dsn: str) -> dict[str, A
     cv_s = time.perf_counter() - start
     labels = (y == CLASSES[1]).astype(np.int64)  # columns of proba: sorted classes = CLASSES
     mark = time.perf_counter()
-    issues = find_label_issues(labels, proba, filter_by="prune_by_noise_rate")
+    issues = find_label_issues(labels, proba, filter_by="low_self_confidence")
     find_s = time.perf_counter() - mark
     mark = time.perf_counter()
     quality = get_label_quality_scores(labels, proba)
@@ -1061,7 +1184,63 @@ def report_quality(result: dict[str, Any]) -> str:
         "The recomputed out-of-fold probabilities against the board's stored "
         f"given_probability: max |diff| {difference:.1e}."
     )
+    if "flagging" in result:
+        text += ["", report_flagging(result["flagging"], result["seeds"])]
     return "\n".join(text)
+
+
+FLAGGING_COLUMNS = [
+    ("option (out-of-fold logistic regression)", 52, "<"),
+    ("top-k hits", 16, ">"),
+    ("flagged", 7, ">"),
+    ("flagged hits", 12, ">"),
+    ("precision", 9, ">"),
+    ("recall", 6, ">"),
+    ("false flags", 11, ">"),
+    ("of them", 7, ">"),
+    ("note", 0, "<"),
+]
+
+
+def report_flagging(flagging: dict[str, Any], seeds: list[int]) -> str:
+    k = flagging["k"]
+    rows = []
+    for name, runs in flagging["options"].items():
+
+        def mean(key: str, runs: list[dict[str, int]] = runs) -> float:
+            return float(np.mean([r[key] for r in runs]))
+
+        hits = [r["top_hits"] for r in runs]
+        flagged = mean("flagged")
+        precision = f"{mean('flagged_hits') / flagged:.2f}" if flagged else "-"
+        source = next(src for option, src, *_ in FLAGGING if option == name)
+        note = []
+        if name == flagging["board"]:
+            note.append("the board's label_verdicts (same flags and order, every seed)")
+        if source != "plain":
+            note.append(f"out_of_fold {flagging['seconds'][source]:.1f} s per seed")
+        rows.append(
+            [
+                name,
+                f"{np.mean(hits):.1f} ({min(hits)}-{max(hits)})",
+                f"{flagged:.1f}",
+                f"{mean('flagged_hits'):.1f}",
+                precision,
+                f"{mean('flagged_hits') / k:.2f}",
+                f"{mean('false'):.1f}",
+                f"{mean('false_minority'):.1f}",
+                "; ".join(note),
+            ]
+        )
+    return "\n".join(
+        [
+            f"Against class imbalance (mean over seeds {', '.join(map(str, seeds))}; top-k "
+            f"hits: mean (min-max), k = {k}; false flags: flagged labels that were not flipped; "
+            f"of them: {flagging['minority']} labels, {flagging['minority_labels']:,} given)",
+            "",
+            _table(FLAGGING_COLUMNS, rows),
+        ]
+    )
 
 
 TIME_COLUMNS = [
