@@ -472,7 +472,7 @@ def test_models_page_shows_versions_and_lets_a_data_scientist_change_the_objecti
     page = client.get(url)
     assert page.status_code == 200 and b"v1" in page.content
     assert b"objective-form" not in page.content  # reviewers see, data scientists change
-    assert client.post(url, {"form": "objective", "objective-metric": "roc_auc"}).status_code == 404
+    assert client.post(url, {"form": "objective", "objective-metric": "roc_auc"}).status_code == 403
     client.force_login(data_scientist)
     bad = client.post(
         url,

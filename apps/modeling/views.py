@@ -75,7 +75,9 @@ def _errors_into(form, error: ValidationError) -> None:
 @login_required
 @require_http_methods(["GET", "POST"])
 def models_page(request: HttpRequest, project_id: int) -> HttpResponse:
-    access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
+    # Reviewers see the page; only data scientists change it (403 for a reviewer's POST).
+    needed = Role.DATA_SCIENTIST if request.method == "POST" else Role.REVIEWER
+    access = project_get_for_user(user=request.user, project_id=project_id, role=needed)
     project = access.project
     classes = list(project.classes)
     features = [f.name for f in project_features(project=project)]
@@ -90,8 +92,6 @@ def models_page(request: HttpRequest, project_id: int) -> HttpResponse:
     )
     status = 200
     if request.method == "POST":
-        if not access.can_manage_data:
-            raise Http404  # reviewers see the page; only data scientists change it
         which = request.POST.get("form")
         if which == "objective":
             objective_form = ObjectiveForm(request.POST, classes=classes, prefix="objective")
