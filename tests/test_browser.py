@@ -187,3 +187,133 @@ def test_two_clinicians_side_by_side_are_shown_different_cases(
     finally:
         for page in pages:
             page.context.close()
+
+
+# --- Worklists: reranking by mouse and by keyboard ----------------------------------------
+
+
+@pytest.fixture
+def rerank_page(
+    transactional_db, project, data_scientist, reviewer, import_frame, settings, tmp_path
+):
+    """A worklist of the deployed model's 8 highest risks, opened by the reviewer."""
+    from apps.modeling import services as modeling_services
+    from apps.modeling.models import Deployment, RunStatus, RunTrigger
+    from apps.worklists.models import WorklistSource
+    from apps.worklists.services import worklist_create
+
+    settings.CASEBOOK_MODEL_DIR = tmp_path / "models"
+    import_frame(project, data_scientist, make_cases_frame(200, labeled=0.8, seed=7))
+    project.refresh_from_db()
+    run, _ = modeling_services.training_run_request(project=project, trigger=RunTrigger.MANUAL)
+    run = modeling_services.training_run_execute(run_id=run.pk)
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    for deployment in Deployment.objects.filter(project=project, scores_applied_at__isnull=True):
+        modeling_services.deployment_apply(deployment_id=deployment.pk)
+    return worklist_create(
+        project=project,
+        name="Highest risk",
+        risk_class="heart_failure",
+        size=8,
+        source=WorklistSource.UNLABELED,
+        created_by=data_scientist,
+    )
+
+
+def shown_order(page) -> list[int]:
+    return [
+        int(c)
+        for c in page.eval_on_selector_all(
+            "#worklist-rows > li", "els => els.map(e => e.dataset.caseId)"
+        )
+    ]
+
+
+def stored_session(worklist, user):
+    from apps.worklists.models import RerankSession
+
+    return RerankSession.objects.get(worklist=worklist, reviewer=user)
+
+
+def test_dragging_a_case_with_the_mouse_stores_the_new_order(
+    live_server, page, rerank_page, reviewer
+):
+    worklist = rerank_page
+    log_in(page, live_server.url, reviewer.username)
+    page.goto(f"{live_server.url}/projects/{worklist.project_id}/worklists/{worklist.pk}/")
+    model_order = shown_order(page)
+    assert model_order == stored_session(worklist, reviewer).order
+
+    rows = page.locator("#worklist-rows > li")
+    rows.nth(5).scroll_into_view_if_needed()
+    source = rows.nth(5).locator(".wl-pos").bounding_box()
+    target = rows.nth(1).locator(".wl-pos").bounding_box()
+    assert source and target and target["y"] > 0, "both rows must be on screen"
+    with page.expect_response(lambda r: r.url.endswith("/order/")) as saved:
+        page.mouse.move(source["x"] + 8, source["y"] + 8)
+        page.mouse.down()
+        # A few steps up first: the list starts a drag only past a small distance.
+        page.mouse.move(source["x"] + 8, source["y"] - 12, steps=4)
+        page.mouse.move(target["x"] + 8, target["y"] + 4, steps=16)
+        page.mouse.up()
+    assert saved.value.status == 200
+    page.wait_for_function("() => !document.querySelector('.htmx-request')")
+
+    expected = [model_order[0], model_order[5], *model_order[1:5], *model_order[6:]]
+    assert shown_order(page) == expected
+    session = stored_session(worklist, reviewer)
+    assert session.order == expected and session.revision == 1
+    # The page says where the case came from: the model's sixth, now second, up 4 places.
+    moved = page.locator(f'#worklist-rows > li[data-case-id="{model_order[5]}"]')
+    assert moved.locator(".pos").inner_text() == "2"
+    assert moved.locator(".delta").inner_text() == "▲4"
+    assert "Saved" in page.locator("#save-state").inner_text()
+
+
+def test_the_keyboard_moves_a_case_to_the_top_and_judges_it(
+    live_server, page, rerank_page, reviewer
+):
+    from apps.worklists.models import CaseJudgment
+
+    worklist = rerank_page
+    log_in(page, live_server.url, reviewer.username)
+    page.goto(f"{live_server.url}/projects/{worklist.project_id}/worklists/{worklist.pk}/")
+    model_order = shown_order(page)
+    navigations: list[str] = []
+    page.on(
+        "framenavigated",
+        lambda frame: navigations.append(frame.url) if frame == page.main_frame else None,
+    )
+
+    for _ in range(4):  # the first press takes the first case, then down to the fourth
+        page.keyboard.press("j")
+    assert page.evaluate("document.activeElement.dataset.caseId") == str(model_order[3])
+    with page.expect_response(lambda r: r.url.endswith("/order/")) as saved:
+        page.keyboard.press("t")
+    assert saved.value.status == 200
+    with page.expect_response(lambda r: r.url.endswith("/judgments/")) as judged:
+        page.keyboard.press("1")
+    assert judged.value.status == 200
+    page.wait_for_function("() => !document.querySelector('.htmx-request')")
+
+    expected = [model_order[3], *model_order[:3], *model_order[4:]]
+    assert shown_order(page) == expected
+    assert stored_session(worklist, reviewer).order == expected
+    judgments = list(CaseJudgment.objects.values_list("case_id", "value"))
+    assert judgments == [(model_order[3], "actionable")]
+    first = page.locator("#worklist-rows > li").first
+    assert first.locator('[data-value="actionable"]').get_attribute("aria-pressed") == "true"
+
+    # Shift+↓ moves it back down one place; "r" opens its reason, Enter saves it.
+    with page.expect_response(lambda r: r.url.endswith("/order/")):
+        page.keyboard.press("Shift+ArrowDown")
+    page.keyboard.press("r")
+    page.keyboard.type("BNP doubled since spring")
+    with page.expect_response(lambda r: r.url.endswith("/judgments/")) as judged:
+        page.keyboard.press("Enter")
+    assert judged.value.status == 200
+    page.wait_for_function("() => !document.querySelector('.htmx-request')")
+    assert stored_session(worklist, reviewer).order[:2] == [model_order[0], model_order[3]]
+    history = list(CaseJudgment.objects.order_by("id").values_list("value", "reason"))
+    assert history == [("actionable", ""), ("actionable", "BNP doubled since spring")]
+    assert navigations == [], f"full page loads happened: {navigations}"

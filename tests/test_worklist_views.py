@@ -251,7 +251,7 @@ def test_a_judgment_post_appends_and_keeps_the_history(client, worklist, reviewe
         urls["judge"], {"case_id": case_id, "value": Judgment.ACTIONABLE, "reason": ""}, **HTMX
     )
     assert response.status_code == 200
-    assert 'class="judge-button actionable" data-key="1" aria-pressed="true"' in response.text
+    assert 'data-value="actionable" aria-pressed="true"' in response.text
     assert "<strong>1</strong> of 8 judged" in response.text
     # A reason typed afterwards is saved with the judgment in force.
     response = client.post(
@@ -277,7 +277,28 @@ def test_a_judgment_post_appends_and_keeps_the_history(client, worklist, reviewe
     assert response.status_code == 400 and "Unknown judgment" in response.text
     assert CaseJudgment.objects.count() == 3
     page = client.get(urls["rerank"]).text
-    assert 'class="judge-button needs_information" data-key="3" aria-pressed="true"' in page
+    assert 'data-value="needs_information" aria-pressed="true"' in page
+
+
+def test_a_rows_features_load_when_it_is_opened(client, worklist, reviewer, outsider):
+    from apps.cases.models import Case
+
+    case_id = worklist.items.first().case_id
+    url = reverse("worklists:case_features", args=[worklist.project_id, worklist.pk, case_id])
+    client.force_login(reviewer)
+    response = client.get(url, **HTMX)
+    assert response.status_code == 200
+    assert "nt_pro_bnp" in response.text and "pg/mL" in response.text
+    # The page itself carries only the few features shown on each row.
+    page = client.get(reverse("worklists:rerank", args=[worklist.project_id, worklist.pk])).text
+    assert page.count("<dt") == 0
+    other = Case.objects.exclude(pk__in=worklist.items.values("case_id")).first()
+    other_url = reverse(
+        "worklists:case_features", args=[worklist.project_id, worklist.pk, other.pk]
+    )
+    assert client.get(other_url).status_code == 404
+    client.force_login(outsider)
+    assert client.get(url).status_code == 404
 
 
 def test_done_marks_the_session_finished(client, worklist, reviewer):

@@ -348,3 +348,11 @@ def worklist_progress(*, project: Project, user: User) -> dict[int, WorklistProg
 def derived_project_list(*, project: Project, user: User) -> QuerySet[Project]:
     """Projects started from this project's judgments that `user` is a member of."""
     return Project.objects.filter(derived_from=project, memberships__user=user).order_by("id")
+
+
+def worklist_case_features(*, worklist: Worklist, case_id: int) -> dict[str, float | None] | None:
+    """A case's feature values by name, or None when the case is not on the worklist."""
+    item = worklist.items.filter(case_id=case_id).select_related("case").first()
+    if item is None:
+        return None
+    return case_features_dict(case=item.case)

@@ -20,4 +20,9 @@ urlpatterns = [
         name="judge",
     ),
     path("<int:project_id>/worklists/<int:worklist_id>/done/", views.session_finish, name="done"),
+    path(
+        "<int:project_id>/worklists/<int:worklist_id>/cases/<int:case_id>/features/",
+        views.case_features,
+        name="case_features",
+    ),
 ]

@@ -138,6 +138,22 @@ def rerank(request: HttpRequest, project_id: int, worklist_id: int) -> HttpRespo
     return render(request, "worklists/rerank.html", _rerank_context(request, access, session))
 
 
+@login_required
+@require_GET
+def case_features(
+    request: HttpRequest, project_id: int, worklist_id: int, case_id: int
+) -> HttpResponse:
+    """All features of a case of the list, loaded when its row is opened (200 rows with every
+    feature would make the page several times heavier)."""
+    access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
+    worklist = _worklist_or_404(access.project, worklist_id)
+    values = selectors.worklist_case_features(worklist=worklist, case_id=case_id)
+    if values is None:
+        raise Http404("No such case on this worklist")
+    context = {"features": project_features(project=access.project), "values": values}
+    return render(request, "worklists/rerank.html#all-features", context)
+
+
 def _board(
     request: HttpRequest, access: ProjectAccess, session: RerankSession, error: str, status: int
 ) -> HttpResponse:
@@ -147,7 +163,7 @@ def _board(
     response = render(
         request,
         "worklists/rerank.html#board",
-        _rerank_context(request, access, session, error=error),
+        _rerank_context(request, access, session, error=error, save_error=True),
         status=status,
     )
     response["HX-Retarget"] = "#rerank-board"
@@ -260,39 +276,37 @@ def session_finish(request: HttpRequest, project_id: int, worklist_id: int) -> H
     return redirect("worklists:list", project_id=access.project.pk)
 
 
+# The chart's three lines, in the order of its legend (drawn in the page, beside the chart).
+CHART_LINES = (
+    ("ndcg", "NDCG@{k}", charts.PALETTE[0]),
+    ("tau", "Kendall's tau", charts.PALETTE[1]),
+    ("precision", "Precision@{k} actionable", charts.PALETTE[2]),
+)
+
+
 def _agreement_chart(figures: Agreement) -> SafeString | None:
     versions = figures.by_version
     if not versions:
         return None
     xs = [v.number for v in versions]
-    lows = [v.tau for v in versions if v.tau is not None]
-    low = -1.0 if lows and min(lows) < -0.5 else (-0.5 if lows and min(lows) < 0 else 0.0)
-    series = [
-        charts.Series(
-            f"NDCG@{figures.k}",
-            xs,
-            [v.ndcg for v in versions],
-            points=True,
-            labels=[f"v{v.number}: {v.ndcg:.2f}" if v.ndcg is not None else "" for v in versions],
-        ),
-        charts.Series(
-            "Kendall's tau",
-            xs,
-            [v.tau for v in versions],
-            points=True,
-            labels=[f"v{v.number}: {v.tau:.2f}" if v.tau is not None else "" for v in versions],
-        ),
-        charts.Series(
-            f"Precision@{figures.k} actionable",
-            xs,
-            [v.precision for v in versions],
-            points=True,
-            labels=[
-                f"v{v.number}: {v.precision:.2f}" if v.precision is not None else ""
-                for v in versions
-            ],
-        ),
-    ]
+    series = []
+    for attribute, name, color in CHART_LINES:
+        values = [getattr(v, attribute) for v in versions]
+        series.append(
+            charts.Series(
+                name.format(k=figures.k),
+                xs,
+                values,
+                color=color,
+                points=True,
+                labels=[
+                    f"v{v.number}: {value:.2f}" if value is not None else ""
+                    for v, value in zip(versions, values, strict=True)
+                ],
+            )
+        )
+    taus = [v.tau for v in versions if v.tau is not None]
+    low = -1.0 if taus and min(taus) < -0.5 else (-0.5 if taus and min(taus) < 0 else 0.0)
     first, last = xs[0], xs[-1]
     step = max(1, -(-len(xs) // 8))
     return charts.line_chart(
@@ -303,7 +317,7 @@ def _agreement_chart(figures: Agreement) -> SafeString | None:
         x_range=(first - 0.5, last + 0.5) if first == last else (first, last),
         y_range=(low, 1.0),
         x_ticks=[(x, f"v{x}") for x in xs[::step]],
-        legend="above",
+        legend=None,
     )
 
 
@@ -322,6 +336,7 @@ def agreement(request: HttpRequest, project_id: int) -> HttpResponse:
         "k": k,
         "k_choices": K_CHOICES,
         "chart": _agreement_chart(figures),
+        "chart_lines": [(name.format(k=k), color) for _, name, color in CHART_LINES],
         "worklist_count": selectors.worklist_list(project=project).count(),
         "derived": list(selectors.derived_project_list(project=project, user=request.user))
         if access.can_manage_data

@@ -90,9 +90,16 @@ document.querySelectorAll("select[data-submit-on-change]").forEach((select) => {
     moved(row);
   };
 
+  // A judgment goes with the row's form: the value in its own field (outside the part the
+  // answer replaces), so that a save queued behind another sends what was chosen last.
+  const submitJudgment = (form, value) => {
+    form.elements.namedItem("value").value = value;
+    form.requestSubmit();
+  };
+
   const judge = (row, key) => {
-    const button = row.querySelector(`.judge-button[data-key="${key}"]`);
-    if (button) button.click();
+    const button = row.querySelectorAll(".judge-buttons button")[Number(key) - 1];
+    if (button) submitJudgment(button.form, button.dataset.value);
   };
 
   const init = (root) => {
@@ -183,6 +190,17 @@ document.querySelectorAll("select[data-submit-on-change]").forEach((select) => {
     if (handled) event.preventDefault();
   });
 
+  document.addEventListener("click", (event) => {
+    const button = event.target.closest?.(".judge-buttons button");
+    if (button) submitJudgment(button.form, button.dataset.value);
+  });
+
+  // A reason typed after the judgment is saved with it: without a value, the judgment in force
+  // ("current") is sent again with the new reason; before any judgment, it waits for one.
+  document.addEventListener("change", (event) => {
+    if (event.target.classList?.contains("reason")) submitJudgment(event.target.form, "");
+  });
+
   // A save that failed says so where "Saved" stands (casebook.js also shows a banner).
   const failed = (event) => {
     if (!event.target.closest?.("#rerank-board")) return;
@@ -191,6 +209,13 @@ document.querySelectorAll("select[data-submit-on-change]").forEach((select) => {
     state.classList.add("failed");
     state.querySelector(".when-idle").textContent = "Not saved";
   };
+  // Once a save goes through, the note about an earlier refused one has served.
+  document.addEventListener("htmx:afterRequest", (event) => {
+    const { elt, xhr } = event.detail;
+    if (xhr?.status >= 200 && xhr.status < 300 && elt.isConnected && elt.closest("#rerank-board")) {
+      document.getElementById("board-error")?.remove();
+    }
+  });
   document.addEventListener("htmx:sendError", failed);
   document.addEventListener("htmx:responseError", failed);
 
