@@ -157,13 +157,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["import", "queue", "training", "label_issues"],
+        choices=["import", "queue", "training", "label_issues", "load"],
         help="run one benchmark only",
     )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     rows: list[Row] = []
-    queue_report = training_report = label_issues_report = ""
+    queue_report = training_report = label_issues_report = load_report = ""
     with tempfile.TemporaryDirectory(prefix="casebook-bench-") as tmp:
         if args.only in (None, "import"):
             rows = run(args.quick, Path(tmp) / "import")
@@ -173,6 +173,11 @@ def main(argv: list[str] | None = None) -> int:
             training_report = bench_training.run(args.quick, Path(tmp) / "training")
         if args.only in (None, "label_issues"):
             label_issues_report = bench_label_issues.run(args.quick, Path(tmp) / "label_issues")
+        if args.only in (None, "load"):
+            # 20 clinicians on the production topology (bench/bench_load.py).
+            from bench import bench_load
+
+            load_report = bench_load.run(20, 30 if args.quick else 120, 20_000)
     if rows:
         print(format_table(rows))
         met = [row.met for row in rows if row.met is not None]
@@ -183,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         print(("\n" if rows or queue_report else "") + training_report)
     if label_issues_report:
         print(("\n" if rows or queue_report or training_report else "") + label_issues_report)
+    if load_report:
+        print("\n" + load_report)
     print(f"\nwhole run {time.perf_counter() - started:.0f} s.")
     return 0
 
