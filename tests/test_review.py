@@ -527,6 +527,14 @@ def test_feature_ranges_refuse_bad_input_with_a_clear_error(client, wdbc):
     assert page.status_code == 400
     assert "No feature &#x27;shoe_size&#x27; in this project." in page.content.decode()
     assert "mean_radius: the maximum &#x27;big&#x27; is not a number." in page.content.decode()
+    # A refused new range is shown again as typed, once.
+    page = client.get(url, {"add_min": "3", "add_max": "9"}).content.decode()
+    assert "Choose the feature of the new range." in page
+    assert 'name="add_min" value="3"' in page and 'name="add_max" value="9"' in page
+    page = client.get(url, {"add_feature": "mean_radius", "add_max": "20", "min.shoe_size": "3"})
+    html = page.content.decode()
+    assert html.count('name="max.mean_radius" value="20" inputmode') == 1
+    assert 'name="add_max" value=""' in html and 'name="min.shoe_size" value="3"' in html
     api = APIClient()
     api.force_authenticate(users["reviewer"])
     answer = api.get(f"/api/projects/{project.pk}/label-issues/?min.mean_radius=x")

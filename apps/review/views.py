@@ -90,6 +90,15 @@ def board(request: HttpRequest, project_id: int) -> HttpResponse:
         "saved_views": selectors.saved_views(project=project),
         "current_query": filters.query_string(),
         "filter_pairs": filters.query_pairs(),
+        # The new-range row as typed, when it was refused and is not among the rows above.
+        "add_row": {
+            "feature": request.GET.get("add_feature", ""),
+            "min": request.GET.get("add_min", ""),
+            "max": request.GET.get("add_max", ""),
+        }
+        if filters.errors
+        and request.GET.get("add_feature", "") not in {n for n, _, _ in filters.range_inputs}
+        else {},
     }
     return render(request, "review/board.html", context, status=400 if filters.errors else 200)
 
