@@ -19,6 +19,7 @@ from apps.api import serializers as s
 from apps.cases.importing import ImportRejected
 from apps.cases.models import Case
 from apps.cases.selectors import case_features_dict, case_get_in_project, case_list
+from apps.cases.services import upload_spool
 from apps.labeling import selectors as labeling_selectors
 from apps.labeling import services as labeling_services
 from apps.labeling.models import TaskKind
@@ -116,6 +117,7 @@ class CaseImportApi(APIView):
             "multipart/form-data": {
                 "type": "object",
                 "properties": {"file": {"type": "string", "format": "binary"}},
+                "required": ["file"],
             }
         },
         responses={201: s.ImportOut, 400: s.ImportErrorOut},
@@ -131,10 +133,8 @@ class CaseImportApi(APIView):
                 status=status.HTTP_400_BAD_REQUEST,
             )
         with tempfile.NamedTemporaryFile(suffix=Path(upload.name or "").suffix[:10]) as spooled:
-            for block in upload.chunks():
-                spooled.write(block)
-            spooled.flush()
             try:
+                upload_spool(chunks=upload.chunks(), destination=spooled)
                 result = labeling_services.cases_import(
                     project=access.project,
                     path=Path(spooled.name),
@@ -541,16 +541,6 @@ class LabelIssueListApi(APIView):
             OpenApiParameter("max_confidence", float),
             OpenApiParameter("annotator", str, description="username"),
             OpenApiParameter("month", str, description="YYYY-MM of the case"),
-            OpenApiParameter(
-                "min.{feature}",
-                float,
-                description="lowest value of a feature, e.g. min.age=60 (any feature, repeatable)",
-            ),
-            OpenApiParameter(
-                "max.{feature}",
-                float,
-                description="highest value of a feature, e.g. max.ejection_fraction=30",
-            ),
             OpenApiParameter("after", str, description="next_after of the previous page"),
             OpenApiParameter("limit", int, description="1-500, default 50"),
         ],
@@ -558,8 +548,11 @@ class LabelIssueListApi(APIView):
     )
     def get(self, request: Request, project_id: int) -> Response:
         """Likely label errors (confident learning on out-of-sample probabilities), most
-        likely wrong first, filtered and paged by keyset. Feature ranges include their bounds;
-        a missing value never matches."""
+        likely wrong first, filtered and paged by keyset.
+
+        Feature ranges: `min.<feature>` and `max.<feature>` for any feature of the project,
+        e.g. `min.age=60&max.ejection_fraction=30`. They include their bounds; a missing value
+        never matches. (Not listed as parameters: their names depend on the project.)"""
         access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
         filters = BoardFilters.from_query(
             request.query_params,

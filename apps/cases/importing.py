@@ -37,6 +37,9 @@ MAX_REPORTED_ISSUES = 100
 # Spreadsheets write these for an empty cell; they mean "missing", not an error.
 MISSING_MARKERS = ["", "NA", "N/A", "NaN", "nan", "NULL", "null", "None", "#N/A", "-"]
 
+# Separators a spreadsheet may have used instead of commas, for a better error message.
+_OTHER_SEPARATORS = ((";", "semicolons"), ("\t", "tabs"), ("|", "vertical bars"))
+
 
 @dataclass(frozen=True)
 class ImportIssue:
@@ -363,9 +366,24 @@ class CaseFileReader:
             missing.append("external_id")
         missing += [name for name in self.features if name not in self.columns]
         if missing:
-            self.log.add(
+            message = (
                 f"Missing column(s): {', '.join(missing)}. The file has: {', '.join(self.columns)}."
             )
+            # A file saved with another separator arrives as one column holding them all.
+            separator = next(
+                (
+                    name
+                    for sep, name in _OTHER_SEPARATORS
+                    if len(self.columns) == 1 and sep in self.columns[0]
+                ),
+                None,
+            )
+            if separator:
+                message += (
+                    f" Its columns look separated by {separator}: Casebook reads commas. Save it"
+                    " as 'CSV UTF-8 (comma delimited)' and import it again."
+                )
+            self.log.add(message)
         repeated = sorted({c for c in self.columns if self.columns.count(c) > 1})
         if repeated:
             self.log.add(f"Column(s) appear twice: {', '.join(repeated)}.")

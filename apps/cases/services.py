@@ -204,3 +204,29 @@ def _copy_chunk(
     # COPY's binary format, fixed-width columns first: no per-row Python, no text to parse.
     bulk.copy_binary(Case._meta.db_table, columns, fields)
     return ids
+
+
+def upload_spool(*, chunks, destination) -> int:
+    """Write an upload's chunks to `destination` (an open binary file), stopping as soon as it
+    passes the import limit: a file ten times too big is refused after the limit's worth of
+    bytes, not after all of them. Returns the bytes written."""
+    limit = settings.CASEBOOK_MAX_IMPORT_BYTES
+    written = 0
+    for block in chunks:
+        written += len(block)
+        if written > limit:
+            raise ImportRejected(
+                [
+                    ImportIssue(
+                        f"The file is larger than the limit of {_size_text(limit)}; "
+                        "split it and import the parts one after another."
+                    )
+                ]
+            )
+        destination.write(block)
+    destination.flush()
+    return written
+
+
+def _size_text(size: int) -> str:
+    return f"{size / 1048576:.0f} MB" if size >= 1048576 else f"{size / 1024:.0f} KB"

@@ -16,6 +16,7 @@ from django_htmx.http import trigger_client_event
 from apps.cases.importing import ImportRejected
 from apps.cases.models import Case
 from apps.cases.selectors import case_features_dict, case_get_in_project, import_batch_list
+from apps.cases.services import upload_spool
 from apps.labeling import selectors, services
 from apps.labeling.models import LabelKind, Lease, TaskKind
 from apps.projects.models import Role
@@ -240,9 +241,7 @@ def _import_upload(access: ProjectAccess, user, upload):
     # Uploads are spooled to a named file so pyarrow can stream it in chunks.
     suffix = Path(upload.name or "upload").suffix[:10]
     with tempfile.NamedTemporaryFile(suffix=suffix) as spooled:
-        for block in upload.chunks():
-            spooled.write(block)
-        spooled.flush()
+        upload_spool(chunks=upload.chunks(), destination=spooled)
         return services.cases_import(
             project=access.project,
             path=Path(spooled.name),
