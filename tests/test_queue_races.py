@@ -16,7 +16,7 @@ from django.utils import timezone
 from apps.accounts.models import User
 from apps.cases.models import Case
 from apps.labeling import selectors, services
-from apps.labeling.models import Lease, LeaseState
+from apps.labeling.models import Label, Lease, LeaseState
 from apps.labeling.services import (
     case_skip,
     label_record,
@@ -210,3 +210,34 @@ def test_a_rerank_and_a_next_case_holding_an_expired_case_do_not_deadlock(
     case_skip(case=b, user=bob)  # Bob will not be offered B
     Lease.objects.filter(pk=lease.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     _rerank_while_bob_asks(project, reviewer, bob, strategy, monkeypatch)
+
+
+def test_two_reviewers_adjudicating_one_case_at_once_one_wins_the_other_is_told(
+    project, data_scientist, clinician, reviewer, import_frame, monkeypatch
+):
+    import_frame(project, data_scientist, make_cases_frame(2, labeled=1.0))
+    second = _member(project, "sam", Role.REVIEWER)
+    case = Case.objects.filter(project=project).first()
+    task = task_open(case=case, kind="adjudicate", created_by=data_scientist)
+    real = services._sql
+
+    def slow(sql, params=None):
+        rows = real(sql, params)
+        if "FOR UPDATE OF c" in sql:
+            time.sleep(0.6)  # holding the case while the other reviewer arrives
+        return rows
+
+    monkeypatch.setattr(services, "_sql", slow)
+    case.refresh_from_db()
+    results, errors = _run(
+        lambda: label_record(case=case, value="heart_failure", author=reviewer, task=task),
+        lambda: label_record(case=case, value="no_heart_failure", author=second, task=task),
+    )
+    assert len(errors) == 1, errors
+    message = str(errors[0])
+    assert "already done" in message and "heart_failure" in message and "rafael" in message
+    task.refresh_from_db()
+    case.refresh_from_db()
+    assert task.status == "done" and task.closed_by == reviewer
+    assert case.current_label == "heart_failure"
+    assert Label.objects.filter(case=case, kind="adjudicated").count() == 1

@@ -338,9 +338,17 @@ def label_record(
             if task.case_id != case.pk:
                 raise ValidationError("That task is about another case.")
             if task.status != TaskStatus.OPEN:
-                raise ValidationError(
+                # Two people settling the same task at once: say who won and with what.
+                settled = ""
+                if task.label_id:
+                    winner = Label.objects.select_related("author").get(pk=task.label_id)
+                    settled = (
+                        f": {winner.author.username} gave {winner.value} at "
+                        f"{timezone.localtime(winner.created_at):%H:%M}. Your label was not saved"
+                    )
+                raise StaleLabel(
                     f"This {task.get_kind_display().lower()} task is already "
-                    f"{task.get_status_display().lower()}."
+                    f"{task.get_status_display().lower()}{settled}."
                 )
             adjudicating = task.kind == TaskKind.ADJUDICATE
             kind = LabelKind.ADJUDICATED if adjudicating else LabelKind.RELABELED
