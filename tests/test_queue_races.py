@@ -229,7 +229,7 @@ def test_two_reviewers_adjudicating_one_case_at_once_one_wins_the_other_is_told(
 
     monkeypatch.setattr(services, "_sql", slow)
     case.refresh_from_db()
-    results, errors = _run(
+    _results, errors = _run(
         lambda: label_record(case=case, value="heart_failure", author=reviewer, task=task),
         lambda: label_record(case=case, value="no_heart_failure", author=second, task=task),
     )
