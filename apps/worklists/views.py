@@ -66,10 +66,11 @@ def worklist_list(request: HttpRequest, project_id: int) -> HttpResponse:
     project = access.project
     deployment = deployment_current(project=project)
     classes = list(project.classes)
+    today = timezone.localdate()
     form = WorklistForm(
         request.POST or None,
         classes=classes,
-        initial={"name": f"{classes[-1]} risk, {timezone.localdate():%-d %b %Y}"},
+        initial={"name": f"{classes[-1]} risk, {today.day} {today:%b %Y}"},
     )
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
