@@ -11,9 +11,8 @@ The routes come from the URL conf, so a route added without an entry in ACCESS f
 - a member whose role is enough: anything but 401, 403, 404, 405 or a 5xx (an empty POST may
   well be refused as 400, or 409).
 
-The project, its cases, a trained and deployed model version, a worklist and a relabel task are
-made once for the module (in a transaction rolled back at its end); each test runs in a
-savepoint of it, so a request that writes changes nothing for the next one.
+The project and its objects are made once for the module (tests/world.py); each test runs in a
+savepoint, so a request that writes changes nothing for the next one.
 """
 
 from __future__ import annotations
@@ -24,21 +23,12 @@ from dataclasses import dataclass
 
 import pytest
 from django.conf import settings
-from django.db import transaction
 from django.shortcuts import resolve_url
-from django.test import Client, override_settings
+from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from apps.accounts.models import User
-from apps.labeling import services as labeling_services
-from apps.labeling.models import TaskKind
-from apps.modeling import services as modeling_services
-from apps.modeling.models import Deployment, RunStatus, RunTrigger
-from apps.projects.models import ROLE_RANK, Project, Role
-from apps.projects.services import FeatureSpec, membership_set, project_create
-from apps.worklists import services as worklist_services
-from apps.worklists.models import WorklistSource
-from tests.conftest import make_cases_frame
+from apps.projects.models import ROLE_RANK, Role
+from tests.world import OTHER_NAME, PROJECT_NAME, World, module_world
 
 # Who may use a route, per method: a role of the project (at least), or any signed-in user for
 # routes that belong to no project (their answers are about the caller's own projects).
@@ -143,8 +133,6 @@ PUBLIC_OR_SPECIAL: dict[str, str] = {
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 PERSONAS = ("anonymous", "outsider", *ROLE_RANK)
-PROJECT_NAME = "Zeta ward cohort"
-OTHER_NAME = "Someone else's project"
 
 
 @dataclass(frozen=True)
@@ -201,110 +189,10 @@ def _unlisted_methods() -> list[tuple[Route, str]]:
     ]
 
 
-# --- the world ---------------------------------------------------------------------------
-
-
-@dataclass
-class World:
-    project: Project
-    other: Project
-    users: dict[str, User]
-    clients: dict[str, Client]
-    params: dict[str, object]
-    other_params: dict[str, object]
-
-
-def _import(project: Project, user: User, frame, folder) -> None:
-    path = folder / f"cases-{project.pk}.csv"
-    frame.to_csv(path, index=False)
-    labeling_services.cases_import(project=project, path=path, filename=path.name, imported_by=user)
-
-
-def _build_world(folder) -> World:
-    users = {
-        persona: User.objects.create_user(username=f"matrix-{persona}", password="x" * 16)
-        for persona in ("outsider", *ROLE_RANK)
-    }
-    project = project_create(
-        name=PROJECT_NAME,
-        classes=["no_heart_failure", "heart_failure"],
-        features=[
-            FeatureSpec(name="age", unit="years"),
-            FeatureSpec(name="creatinine", unit="mg/dL"),
-            FeatureSpec(name="nt_pro_bnp", unit="pg/mL"),
-        ],
-        created_by=users[Role.ADMIN],
-    )
-    for role in (Role.CLINICIAN, Role.REVIEWER, Role.DATA_SCIENTIST):
-        membership_set(project=project, username=users[role].username, role=role)
-    _import(project, users[Role.DATA_SCIENTIST], make_cases_frame(120, labeled=0.8, seed=5), folder)
-    project.refresh_from_db()
-
-    run, _ = modeling_services.training_run_request(project=project, trigger=RunTrigger.MANUAL)
-    run = modeling_services.training_run_execute(run_id=run.pk)
-    assert run.status == RunStatus.SUCCEEDED, run.error
-    for deployment in Deployment.objects.filter(project=project, scores_applied_at__isnull=True):
-        modeling_services.deployment_apply(deployment_id=deployment.pk)
-    worklist = worklist_services.worklist_create(
-        project=project,
-        name="Matrix worklist",
-        risk_class="heart_failure",
-        size=5,
-        source=WorklistSource.UNLABELED,
-        created_by=users[Role.REVIEWER],
-    )
-    case = worklist.items.order_by("model_rank").first().case
-    labeled = project.cases.exclude(current_label="").order_by("id").first()
-    labeling_services.task_open(
-        case=labeled, kind=TaskKind.RELABEL, created_by=users[Role.REVIEWER], reason="matrix"
-    )
-
-    # The outsider's own project, with a case and a run of its own.
-    other = project_create(name=OTHER_NAME, classes=["a", "b"], created_by=users["outsider"])
-    frame = make_cases_frame(12, seed=9).drop(columns=["label"])
-    _import(other, users["outsider"], frame, folder)
-    other_run, _ = modeling_services.training_run_request(project=other, trigger=RunTrigger.MANUAL)
-
-    clients = {"anonymous": Client()}
-    for persona, user in users.items():
-        clients[persona] = Client()
-        clients[persona].force_login(user)
-    params = {
-        "project_id": project.pk,
-        "case_id": case.pk,
-        "run_id": run.pk,
-        "number": run.model_version.number,
-        "worklist_id": worklist.pk,
-        "what": "labels",
-        "file_format": "csv",
-    }
-    other_params = {
-        **params,
-        "case_id": other.cases.order_by("id").first().pk,
-        "run_id": other_run.pk,
-    }
-    return World(project, other, users, clients, params, other_params)
-
-
 @pytest.fixture(scope="module")
 def world(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[World]:
-    folder = tmp_path_factory.mktemp("matrix")
-    with override_settings(CASEBOOK_MODEL_DIR=folder / "models"), django_db_blocker.unblock():
-        outer = transaction.atomic()
-        outer.__enter__()
-        try:
-            built = _build_world(folder)
-        except BaseException:
-            transaction.set_rollback(True)
-            outer.__exit__(None, None, None)
-            raise
-    try:
-        with override_settings(CASEBOOK_MODEL_DIR=folder / "models"):
-            yield built
-    finally:
-        with django_db_blocker.unblock():
-            transaction.set_rollback(True)
-            outer.__exit__(None, None, None)
+    with module_world(django_db_blocker, tmp_path_factory.mktemp("matrix")) as built:
+        yield built
 
 
 # --- helpers -------------------------------------------------------------------------------

@@ -13,6 +13,23 @@ from apps.modeling.models import (
 )
 from apps.projects.models import Role
 
+# Numbers that reach a query or a column are bounded by what the column holds (ids are 64-bit,
+# counts and version numbers 32-bit): a larger one is refused with 400 instead of failing in
+# the database.
+ID_MAX = 2**63 - 1
+INT_MAX = 2**31 - 1
+
+
+def id_field(**kwargs) -> serializers.IntegerField:
+    return serializers.IntegerField(min_value=1, max_value=ID_MAX, **kwargs)
+
+
+class ErrorOut(serializers.Serializer):
+    """The API's one error shape (see apps/api/errors.py)."""
+
+    detail = serializers.CharField()
+    errors = serializers.JSONField(required=False)
+
 
 class ProjectCreateIn(serializers.Serializer):
     name = serializers.CharField(max_length=200)
@@ -70,10 +87,11 @@ class LabelIn(serializers.Serializer):
     seen_label_id = serializers.IntegerField(
         required=False,
         min_value=0,
+        max_value=ID_MAX,
         help_text="The newest label id you saw (0 for none); the label is refused with 409 "
         "if the case was labeled since.",
     )
-    task_id = serializers.IntegerField(
+    task_id = id_field(
         required=False, help_text="The relabel or adjudication task this label answers."
     )
 
@@ -90,7 +108,7 @@ class TaskOut(serializers.Serializer):
 
 
 class TaskIn(serializers.Serializer):
-    case = serializers.IntegerField(help_text="The case's id.")
+    case = id_field(help_text="The case's id.")
     kind = serializers.ChoiceField(choices=["relabel", "adjudicate"], default="relabel")
     assignee = serializers.CharField(
         required=False, allow_blank=True, help_text="Username; empty for the project's pool."
@@ -255,15 +273,22 @@ class ObjectiveIn(serializers.Serializer):
     positive_class = serializers.CharField(required=False, allow_blank=True, default="")
     beta = serializers.FloatField(required=False, default=1.0)
     min_precision = serializers.FloatField(required=False, default=0.8)
-    k = serializers.IntegerField(required=False, default=100, min_value=1)
+    k = serializers.IntegerField(required=False, default=100, min_value=1, max_value=INT_MAX)
     cost_matrix = serializers.ListField(
         child=serializers.ListField(child=serializers.FloatField()), required=False, default=list
     )
     note = serializers.CharField(required=False, allow_blank=True, default="", max_length=300)
 
 
+# A project that never set its objective or training configuration uses the defaults, which
+# are no saved row: no id, no author, no time.
+UNSAVED_DEFAULT = {"id": {"allow_null": True}, "created_at": {"allow_null": True}}
+
+
 class ObjectiveOut(serializers.ModelSerializer):
-    changed_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    changed_by = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
     description = serializers.CharField(source="__str__", read_only=True)
 
     class Meta:
@@ -281,6 +306,7 @@ class ObjectiveOut(serializers.ModelSerializer):
             "changed_by",
             "created_at",
         ]
+        extra_kwargs = UNSAVED_DEFAULT
 
 
 class TrainingConfigIn(serializers.Serializer):
@@ -291,14 +317,16 @@ class TrainingConfigIn(serializers.Serializer):
     window_months = serializers.IntegerField(required=False, allow_null=True, default=None)
     features = serializers.ListField(child=serializers.CharField(), required=False, default=list)
     hyperparameters = serializers.DictField(required=False, default=dict)
-    seed = serializers.IntegerField(required=False, default=0, min_value=0)
+    seed = serializers.IntegerField(required=False, default=0, min_value=0, max_value=INT_MAX)
     test_fraction = serializers.FloatField(required=False, default=0.2)
     cv_folds = serializers.IntegerField(required=False, default=5)
     note = serializers.CharField(required=False, allow_blank=True, default="", max_length=300)
 
 
 class TrainingConfigOut(serializers.ModelSerializer):
-    changed_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    changed_by = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
 
     class Meta:
         model = TrainingConfig
@@ -316,11 +344,15 @@ class TrainingConfigOut(serializers.ModelSerializer):
             "changed_by",
             "created_at",
         ]
+        extra_kwargs = UNSAVED_DEFAULT
 
 
 class DeploymentOut(serializers.ModelSerializer):
     model_version = serializers.IntegerField(source="model_version.number")
-    deployed_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    # None for the deploy a project's first version makes of itself.
+    deployed_by = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
 
     class Meta:
         model = Deployment
@@ -340,11 +372,13 @@ class DeployIn(serializers.Serializer):
 
 
 class RollbackIn(DeployIn):
-    to_version = serializers.IntegerField(required=False, allow_null=True, default=None)
+    to_version = serializers.IntegerField(
+        required=False, allow_null=True, default=None, min_value=1, max_value=INT_MAX
+    )
 
 
 class PredictIn(serializers.Serializer):
-    case_ids = serializers.ListField(child=serializers.IntegerField(), required=False)
+    case_ids = serializers.ListField(child=id_field(), required=False)
     cases = serializers.ListField(child=serializers.DictField(), required=False)
 
 
@@ -477,17 +511,20 @@ class RerankSessionOut(serializers.Serializer):
 
 
 class RerankOrderIn(serializers.Serializer):
-    order = serializers.ListField(
-        child=serializers.IntegerField(), help_text="every case id of the worklist, once"
-    )
+    order = serializers.ListField(child=id_field(), help_text="every case id of the worklist, once")
     revision = serializers.IntegerField(
-        required=False, allow_null=True, default=None, help_text="the revision you last saw"
+        required=False,
+        allow_null=True,
+        default=None,
+        min_value=0,
+        max_value=INT_MAX,
+        help_text="the revision you last saw",
     )
     finished = serializers.BooleanField(required=False, default=False)
 
 
 class JudgmentIn(serializers.Serializer):
-    case_id = serializers.IntegerField()
+    case_id = id_field()
     value = serializers.CharField(help_text="actionable, not_actionable or needs_information")
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=500)
 

@@ -298,7 +298,13 @@ class CaseLabelApi(APIView):
             history = history.filter(author=request.user)
         return Response(s.LabelOut(history, many=True).data)
 
-    @extend_schema(request=s.LabelIn, responses={201: s.LabelOut})
+    @extend_schema(
+        request=s.LabelIn,
+        responses={
+            201: s.LabelOut,
+            409: OpenApiResponse(s.ErrorOut, description="Labeled since `seen_label_id`"),
+        },
+    )
     def post(self, request: Request, case_id: int) -> Response:
         case, access = _case_for_user(request, case_id)
         data = s.LabelIn(data=request.data)
@@ -438,7 +444,10 @@ class DeploymentListApi(APIView):
 class PredictApi(APIView):
     @extend_schema(
         request=s.PredictIn,
-        responses={200: s.PredictOut, 409: OpenApiResponse(description="No model in production")},
+        responses={
+            200: s.PredictOut,
+            409: OpenApiResponse(s.ErrorOut, description="No model in production"),
+        },
     )
     def post(self, request: Request, project_id: int) -> Response:
         """Predict stored cases (`case_ids`) or new ones (`cases`: feature values by name) with
@@ -663,7 +672,13 @@ class RerankSessionApi(APIView):
         session = worklist_services.rerank_session_start(worklist=worklist, reviewer=request.user)
         return Response(s.RerankSessionOut(session).data)
 
-    @extend_schema(request=s.RerankOrderIn, responses={200: s.RerankSessionOut})
+    @extend_schema(
+        request=s.RerankOrderIn,
+        responses={
+            200: s.RerankSessionOut,
+            409: OpenApiResponse(s.ErrorOut, description="Saved since `revision`"),
+        },
+    )
     def put(self, request: Request, project_id: int, worklist_id: int) -> Response:
         """Save your order (every case once). With `revision`, a save from an out-of-date
         copy is refused with 409 and the stored order kept."""

@@ -1,0 +1,51 @@
+"""The OpenAPI schema's error answers: every operation documents the errors the API's one
+error shape (`apps.api.errors`) can answer with, so that clients (and the schema tests) know
+them without each view repeating them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# The component of `apps.api.serializers.ErrorOut`, for a schema where no view names it.
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "The API's one error shape (see apps/api/errors.py).",
+    "properties": {"detail": {"type": "string"}, "errors": {}},
+    "required": ["detail"],
+}
+
+ERRORS = {
+    "400": "Invalid input: `detail` says what, `errors` per field.",
+    "401": "Not signed in: no token, a bad token, or no session.",
+    "403": "The caller's role in the project is too low for this.",
+    "404": "No such object, or it belongs to a project the caller is not a member of.",
+}
+
+
+def _takes_input(operation: dict[str, Any]) -> bool:
+    parameters = operation.get("parameters", [])
+    return "requestBody" in operation or any(p.get("in") == "query" for p in parameters)
+
+
+def error_responses(result: dict[str, Any], generator, request, public) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: add the documented error answers.
+
+    400 only where the operation takes input, 404 only where its path names an object; a
+    status an operation documents itself (e.g. the import's 400 with its rows) is kept."""
+    result.setdefault("components", {}).setdefault("schemas", {}).setdefault(
+        "ErrorOut", ERROR_SCHEMA
+    )
+    reference = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
+    for path, operations in result.get("paths", {}).items():
+        for operation in operations.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            wanted = {"401", "403"}
+            if "{" in path:
+                wanted.add("404")
+            if _takes_input(operation):
+                wanted.add("400")
+            responses = operation["responses"]
+            for status in sorted(wanted):
+                responses.setdefault(status, {"description": ERRORS[status], "content": reference})
+    return result
