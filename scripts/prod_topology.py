@@ -43,6 +43,7 @@ class Topology:
 
     database: str = "casebook_prod_smoke"
     redis_db: int = 9
+    redis_port: int = 6379
     port: int = 8071
     web_processes: int = 2
     patients: int = 2000
@@ -65,7 +66,7 @@ class Topology:
             DJANGO_SECURE_SSL_REDIRECT="false",
             DJANGO_SECURE_COOKIES="false",
             DATABASE_URL=f"{SERVER}/{self.database}",
-            CELERY_BROKER_URL=f"redis://127.0.0.1:6379/{self.redis_db}",
+            CELERY_BROKER_URL=f"redis://127.0.0.1:{self.redis_port}/{self.redis_db}",
             CASEBOOK_MODEL_DIR=str(self.workdir / "models"),
             CASEBOOK_VAR_DIR=str(self.workdir / "var"),
             CASEBOOK_RETRAIN_POLL_SECONDS="5",
@@ -114,7 +115,7 @@ class Topology:
             )
             conn.execute(f'DROP DATABASE IF EXISTS "{self.database}"')
             conn.execute(f'CREATE DATABASE "{self.database}"')
-        redis.Redis(host="127.0.0.1", port=6379, db=self.redis_db).flushdb()
+        redis.Redis(host="127.0.0.1", port=self.redis_port, db=self.redis_db).flushdb()
         (self.workdir / "models").mkdir(parents=True, exist_ok=True)
         say("migrate, collectstatic, demo data")
         self.manage("migrate", "--no-input", "-v", "0")
