@@ -382,3 +382,20 @@ def test_the_api_lists_cases_filtered_and_paged_and_exports_labels(
     assert AuditEvent.objects.filter(action="export", actor=data_scientist).count() == 1
     wrong = api.get(f"/api/projects/{scored_project.pk}/export", {"what": "everything"})
     assert wrong.status_code == 400 and "'labels' or 'history'" in wrong.json()["detail"]
+
+
+def test_each_reviewer_counts_their_own_judgments_and_pairs_are_formula_safe(
+    scored_project, reviewer, data_scientist
+):
+    worklist = _worklist(scored_project, reviewer, size=5)
+    mine = services.rerank_session_start(worklist=worklist, reviewer=reviewer)
+    theirs = services.rerank_session_start(worklist=worklist, reviewer=data_scientist)
+    services.judgment_record(session=mine, case_id=mine.order[0], value=Judgment.ACTIONABLE)
+    services.judgment_record(session=mine, case_id=mine.order[1], value=Judgment.NOT_ACTIONABLE)
+    services.judgment_record(session=theirs, case_id=mine.order[0], value=Judgment.ACTIONABLE)
+    rows = {a.session.pk: a for a in selectors.agreement(project=scored_project).by_session}
+    assert (rows[mine.pk].judged, rows[mine.pk].actionable) == (2, 1)
+    assert (rows[theirs.pk].judged, rows[theirs.pk].actionable) == (1, 1)
+    Case.objects.filter(pk=mine.order[0]).update(external_id="=HYPERLINK(1)")
+    text = "".join(selectors.preference_pairs_csv(project=scored_project))
+    assert "'=HYPERLINK(1)" in text and ",=HYPERLINK" not in text

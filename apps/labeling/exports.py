@@ -5,7 +5,7 @@ import io
 import pandas as pd
 
 # A cell starting with one of these is run as a formula by spreadsheet programs (CSV injection).
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
@@ -14,7 +14,7 @@ def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
     for column in safe.columns:
         if safe[column].dtype == object or pd.api.types.is_string_dtype(safe[column]):
             values = safe[column].astype("string")
-            risky = values.str.startswith(_FORMULA_STARTS).fillna(False)
+            risky = values.str.startswith(FORMULA_STARTS).fillna(False)
             safe[column] = safe[column].where(~risky, "'" + values)
     return safe
 

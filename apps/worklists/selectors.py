@@ -16,6 +16,7 @@ from django.db.models import Count, Q, QuerySet
 from apps.accounts.models import User
 from apps.cases.models import Case
 from apps.cases.selectors import case_features_dict
+from apps.labeling.exports import FORMULA_STARTS
 from apps.modeling.models import ModelVersion
 from apps.modeling.services import version_predictions_load
 from apps.projects.models import Feature, Project
@@ -84,7 +85,9 @@ def worklist_rows(*, session: RerankSession) -> list[WorklistRow]:
     judged = judgments_current(session=session)
     labels = dict(Judgment.choices)
     rows = []
-    for position, case_id in enumerate(session.order, start=1):
+    # A case deleted since the list was made (its project's data removed) drops out.
+    order = [c for c in session.order if c in cases and c in items]
+    for position, case_id in enumerate(order, start=1):
         case, item = cases[case_id], items[case_id]
         judgment = judged.get(case_id)
         rows.append(
@@ -135,6 +138,19 @@ def _consensus(project: Project) -> dict[int, dict[int, bool]]:
         if value != Judgment.NEEDS_INFORMATION:
             votes[worklist_of[session_id]][case_id].append(value == Judgment.ACTIONABLE)
     return {w: {c: sum(v) > len(v) / 2 for c, v in cases.items()} for w, cases in votes.items()}
+
+
+def _judgments_by_session(project: Project) -> dict[int, dict[int, str]]:
+    """Each session's judgments in force (the newest per case)."""
+    found: dict[int, dict[int, str]] = defaultdict(dict)
+    rows = (
+        CaseJudgment.objects.filter(session__worklist__project=project)
+        .order_by("id")
+        .values_list("session_id", "case_id", "value")
+    )
+    for session_id, case_id, value in rows:
+        found[session_id][case_id] = value
+    return found
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -230,17 +246,18 @@ def agreement(*, project: Project, k: int = 10) -> Agreement:
                 created_worklists=made_from.get(version.number, 0),
             )
         )
+    own = _judgments_by_session(project)
     by_session = []
     for session in sessions:
         risk = {i.case_id: i.risk for i in session.worklist.items.all()}
-        verdicts = consensus.get(session.worklist_id, {})
+        mine = own.get(session.pk, {})
         by_session.append(
             SessionAgreement(
                 session=session,
                 ndcg=metrics.ndcg_at_k(session.order, risk, k),
                 tau=metrics.kendall_tau_scores(session.order, risk),
-                judged=len(verdicts),
-                actionable=sum(verdicts.values()),
+                judged=sum(v != Judgment.NEEDS_INFORMATION for v in mine.values()),
+                actionable=sum(v == Judgment.ACTIONABLE for v in mine.values()),
             )
         )
     between = []
@@ -300,13 +317,20 @@ def preference_pairs(*, project: Project) -> Iterator[dict]:
                 }
 
 
+def _cell(value):
+    # External ids and usernames come from outside: never a formula in a spreadsheet.
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def preference_pairs_csv(*, project: Project) -> Iterator[str]:
     """The pairs as CSV text, a line at a time (a streaming download)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=PAIR_COLUMNS)
     writer.writeheader()
     for pair in preference_pairs(project=project):
-        writer.writerow(pair)
+        writer.writerow({k: _cell(v) for k, v in pair.items()})
         if buffer.tell() > 65536:
             yield buffer.getvalue()
             buffer.seek(0)

@@ -354,7 +354,7 @@ def preference_pairs(request: HttpRequest, project_id: int) -> StreamingHttpResp
     )
     stamp = timezone.now().strftime("%Y%m%d-%H%M")
     response = StreamingHttpResponse(
-        selectors.preference_pairs_csv(project=access.project),
+        services.preference_pairs_export(project=access.project, exported_by=request.user),
         content_type="text/csv; charset=utf-8",
     )
     filename = f"project-{access.project.pk}-preference-pairs-{stamp}.csv"
