@@ -8,6 +8,7 @@ from pathlib import Path
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.parsers import MultiPartParser
@@ -811,10 +812,22 @@ class CaseListApi(APIView):
 class LabelExportApi(APIView):
     @extend_schema(
         parameters=[
-            OpenApiParameter("what", str, description="labels (one row per case) or history"),
-            OpenApiParameter("format", str, description="csv (default) or parquet"),
+            OpenApiParameter(
+                "what",
+                str,
+                enum=["labels", "history"],
+                description="labels (one row per case, the default) or history",
+            ),
+            OpenApiParameter(
+                "format", str, enum=["csv", "parquet"], description="csv (default) or parquet"
+            ),
         ],
-        responses={(200, "text/csv"): OpenApiResponse(description="the file")},
+        responses={
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="the file"),
+            (200, "application/vnd.apache.parquet"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="the file"
+            ),
+        },
     )
     def get(self, request: Request, project_id: int):
         """Download the current labels or the whole label history (data scientists; the export

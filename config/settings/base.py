@@ -148,6 +148,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "apps.api.errors.api_exception_handler",
+    # `?format=` is the label export's own parameter (csv or parquet); DRF would otherwise take
+    # it to pick a renderer and answer 404 for both. Clients choose JSON with Accept.
+    "URL_FORMAT_OVERRIDE": None,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Casebook API",
