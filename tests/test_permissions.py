@@ -17,6 +17,7 @@ savepoint, so a request that writes changes nothing for the next one.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -77,6 +78,11 @@ ACCESS: dict[str, dict[str, str]] = {
     "worklists:judge": {"POST": REVIEWER},
     "worklists:done": {"POST": REVIEWER},
     "worklists:case_features": {"GET": REVIEWER},
+    # Derived features: every member reads the definitions, reviewers define them.
+    "features:page": {"GET": CLINICIAN, "POST": REVIEWER},
+    "features:preview": {"POST": REVIEWER},
+    "features:change": {"GET": REVIEWER, "POST": REVIEWER},
+    "features:retire": {"POST": REVIEWER},
     # API
     "api:projects": {"GET": AUTHENTICATED, "POST": AUTHENTICATED},
     "api:project": {"GET": CLINICIAN},
@@ -110,6 +116,11 @@ ACCESS: dict[str, dict[str, str]] = {
     "api:worklist-session": {"GET": REVIEWER, "PUT": REVIEWER},
     "api:worklist-judgments": {"POST": REVIEWER},
     "api:derived-projects": {"POST": DATA_SCIENTIST},
+    "api:derived-features": {"GET": CLINICIAN, "POST": REVIEWER},
+    "api:derived-feature-preview": {"POST": REVIEWER},
+    "api:derived-feature": {"GET": CLINICIAN, "PATCH": REVIEWER},
+    "api:derived-feature-retire": {"POST": REVIEWER},
+    "api:feature-sets": {"GET": CLINICIAN},
     "api:case-labels": {"GET": CLINICIAN, "POST": CLINICIAN},
     "api:case-skip": {"POST": CLINICIAN},
     "api:case-comments": {"GET": CLINICIAN, "POST": CLINICIAN},
@@ -322,3 +333,37 @@ def test_another_projects_object_is_not_found_even_for_an_admin(
     body = _body(response)
     assert response.status_code == 404, f"{method} {route.pattern}: {response.status_code}"
     assert OTHER_NAME not in body
+
+
+def _ids_elsewhere(world: World) -> list[tuple[str, str, str, dict, set[int]]]:
+    other_case = world.other_params["case_id"]
+    return [
+        ("GET", "labeling:label", f"?case={other_case}", {}, {404}),
+        ("POST", "api:tasks", "", {"case": other_case, "reason": "x"}, {404}),
+        ("POST", "api:predict", "", {"case_ids": [other_case]}, {400}),
+        (
+            "POST",
+            "api:worklist-judgments",
+            "",
+            {"case_id": other_case, "value": "actionable"},
+            {400},
+        ),
+        ("PUT", "api:worklist-session", "", {"order": [other_case]}, {400}),
+    ]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("index", range(5), ids=["label", "task", "predict", "judge", "order"])
+def test_another_projects_case_named_in_the_query_or_body_is_refused(world: World, index: int):
+    """Ids that travel in the query or the body are checked against the project in the path:
+    another project's case is not found (or refused as not the project's), for an admin too."""
+    method, name, query, body, expected = _ids_elsewhere(world)[index]
+    route = next(r for r in ROUTES if r.name == name)
+    client = world.clients[Role.ADMIN]
+    url = _url(route, world.params) + query
+    if method == "GET":
+        response = client.get(url)
+    else:
+        response = client.generic(method, url, json.dumps(body), content_type="application/json")
+    assert response.status_code in expected, f"{name}: {response.status_code} {_body(response)}"
+    assert OTHER_NAME not in _body(response)
