@@ -8,6 +8,7 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("projects/", include("apps.projects.urls")),
     path("projects/", include("apps.labeling.urls")),
+    path("projects/", include("apps.features.urls")),
     path("projects/", include("apps.modeling.urls")),
     path("projects/", include("apps.review.urls")),
     path("projects/", include("apps.worklists.urls")),

@@ -28,6 +28,7 @@ class AuditAction(models.TextChoices):
     ROLE = "role", "Changed a member's role"
     RELABEL_TASK = "relabel_task", "Asked for relabeling"
     DERIVED_PROJECT = "derived_project", "Made a derived project"
+    FEATURE_SET = "feature_set", "Changed the derived features"
 
 
 class AuditEvent(models.Model):

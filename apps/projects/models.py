@@ -63,6 +63,10 @@ class Project(models.Model):
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="derived"
     )
     derived_target = models.CharField(max_length=60, blank=True)
+    # The derived features in force (apps.features), as the newest feature-set version holds
+    # them: a copy the features service keeps with each version, so that the labeling screen
+    # computes the ones shown to clinicians from the project row it has already read.
+    feature_set_definitions = models.JSONField(default=list, blank=True)
     labels_version = models.PositiveBigIntegerField(default=0)
     last_labeled_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(

@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "apps.audit",
     "apps.projects",
     "apps.cases",
+    "apps.features",
     "apps.labeling",
     "apps.modeling",
     "apps.review",
