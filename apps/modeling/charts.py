@@ -290,3 +290,96 @@ def slices_chart(
         x_ticks=ticks,
         legend="above",
     )
+
+
+DERIVED_COLOR = "#c2410c"
+NAME_CHARS = 24
+
+
+def importance_chart(
+    importance: dict, derived: set[str] | frozenset[str] = frozenset(), limit: int = 25
+) -> SafeString | None:
+    """Permutation importance as horizontal bars, largest first: the drop in the objective
+    when a feature is shuffled, with ± one standard deviation over the repeats. Derived
+    features are drawn in a colour of their own."""
+    rows = (importance or {}).get("features") or []
+    if not rows:
+        return None
+    shown = rows[:limit]
+    row_h, label_w, right = 18, 168, 52
+    width = 560
+    top, bottom = 24 if derived else 8, 34
+    plot_w = width - label_w - right
+    height = top + row_h * len(shown) + bottom
+    lows = [r["mean"] - r["std"] for r in shown]
+    highs = [r["mean"] + r["std"] for r in shown]
+    low, high = min(0.0, *lows), max(0.0, *highs)
+    if high - low < 1e-9:
+        high = low + 0.01
+    ticks = nice_ticks(low, high, 5)
+    low, high = min(low, ticks[0]), max(high, ticks[-1])
+
+    def px(value: float) -> float:
+        return label_w + (value - low) / (high - low) * plot_w
+
+    metric = importance.get("metric", "objective")
+    title = f"Permutation importance: drop in {metric} when a feature is shuffled"
+    parts = [
+        f'<svg class="chart importance" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">',
+        f"<title>{escape(title)}</title>",
+        f'<rect x="{label_w}" y="{top - 4}" width="{plot_w}" height="{row_h * len(shown) + 8}" '
+        'class="plot"/>',
+    ]
+    for value in ticks:
+        x = px(value)
+        parts.append(
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top - 4}" y2="{top + row_h * len(shown) + 4}" '
+            'class="grid"/>'
+            f'<text x="{x:.1f}" y="{top + row_h * len(shown) + 17}" class="tick" '
+            f'text-anchor="middle">{_fmt(value) if abs(value) >= 1e-12 else "0"}</text>'
+        )
+    zero = px(0.0)
+    for i, row in enumerate(shown):
+        y = top + i * row_h
+        name = row["name"]
+        is_derived = name in derived
+        color = DERIVED_COLOR if is_derived else PALETTE[0]
+        label = name if len(name) <= NAME_CHARS else name[: NAME_CHARS - 1] + "…"
+        start, end = sorted((zero, px(row["mean"])))
+        hover = f"{name}{' (derived)' if is_derived else ''}: {row['mean']:+.4f} ± {row['std']:.4f}"
+        parts.append(
+            f'<text x="{label_w - 6}" y="{y + row_h / 2 + 4:.1f}" class="legend" '
+            f'text-anchor="end">{escape(label)}<title>{escape(name)}</title></text>'
+            f'<rect x="{start:.1f}" y="{y + 3}" width="{max(end - start, 0.8):.1f}" '
+            f'height="{row_h - 6}" fill="{color}"><title>{escape(hover)}</title></rect>'
+        )
+        text_x = end
+        if row["std"] > 0:
+            a, b = px(row["mean"] - row["std"]), px(row["mean"] + row["std"])
+            text_x = max(end, b)
+            parts.append(
+                f'<line x1="{a:.1f}" x2="{b:.1f}" y1="{y + row_h / 2:.1f}" '
+                f'y2="{y + row_h / 2:.1f}" stroke="#1d2433" stroke-width="1"/>'
+            )
+        parts.append(
+            f'<text x="{text_x + 4:.1f}" y="{y + row_h / 2 + 4:.1f}" class="tick">'
+            f"{row['mean']:.3f}</text>"
+        )
+    parts.append(
+        f'<line x1="{zero:.1f}" x2="{zero:.1f}" y1="{top - 4}" '
+        f'y2="{top + row_h * len(shown) + 4}" stroke="#98a2b3"/>'
+    )
+    parts.append(
+        f'<text x="{label_w + plot_w / 2:.1f}" y="{height - 4}" class="axis" '
+        f'text-anchor="middle">Drop in {escape(metric[:40])} when shuffled</text>'
+    )
+    if derived:
+        parts.append(
+            f'<rect x="{label_w}" y="4" width="10" height="10" fill="{PALETTE[0]}"/>'
+            f'<text x="{label_w + 14}" y="13" class="legend">raw feature</text>'
+            f'<rect x="{label_w + 90}" y="4" width="10" height="10" fill="{DERIVED_COLOR}"/>'
+            f'<text x="{label_w + 104}" y="13" class="legend">derived feature</text>'
+        )
+    parts.append("</svg>")
+    return mark_safe("".join(parts))  # every text in it is escaped above

@@ -116,7 +116,7 @@ class TrainingConfigForm(forms.Form):
     features = forms.MultipleChoiceField(
         required=False,
         widget=forms.CheckboxSelectMultiple,
-        help_text="None ticked: all features.",
+        help_text="None ticked: all features, derived ones included.",
     )
     hyperparameters = forms.CharField(
         required=False,

@@ -147,6 +147,16 @@ class TrainingRun(models.Model):
     training_config = models.ForeignKey(
         TrainingConfig, on_delete=models.PROTECT, null=True, blank=True, related_name="runs"
     )
+    # The feature-set version in force when the run was requested (None: the project had no
+    # derived features). The definitions the model reads are also copied into `params`
+    # ("derived"), so that the model computes them as it was trained, whatever changes later.
+    feature_set = models.ForeignKey(
+        "features.FeatureSetVersion",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="runs",
+    )
     # The last check that retraining from the snapshot gives the same predictions.
     reproduction = models.JSONField(default=dict, blank=True)
     progress = models.PositiveSmallIntegerField(default=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -27,7 +28,11 @@ from apps.accounts.models import User
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
 from apps.cases.models import Case
-from apps.cases.selectors import case_feature_matrix
+from apps.cases.selectors import FeatureMatrix, case_feature_matrix
+from apps.features import selectors as feature_selectors
+from apps.features.compute import definitions_from, feature_columns, needed
+from apps.features.expressions import ExpressionError
+from apps.features.models import FeatureSetVersion
 from apps.labeling.models import CaseScore
 from apps.labeling.selectors import LabelSnapshot, label_progress, label_snapshot, label_watermark
 from apps.labeling.services import case_scores_replace, queue_refresh, queue_refresh_request
@@ -156,6 +161,9 @@ def training_run_request(
     config = training_config_current(project=project)
     objective = objective_current(project=project)
     merged = {**config.params(), **(params or {})}
+    feature_set = feature_selectors.feature_set_current(project=project)
+    if feature_set is not None:
+        merged.update(_derived_params(project, feature_set, merged.get("features") or []))
     if seed is None:
         seed = config.seed
     with transaction.atomic():
@@ -176,6 +184,7 @@ def training_run_request(
                     seed=seed,
                     objective=objective if objective.pk else None,
                     training_config=config if config.pk else None,
+                    feature_set=feature_set,
                     progress_message="Waiting for a worker",
                 )
         except IntegrityError:
@@ -194,6 +203,29 @@ def training_run_request(
             )
         transaction.on_commit(lambda: _enqueue_run(run.pk))
     return run, True
+
+
+def _derived_params(
+    project: Project, feature_set: FeatureSetVersion, chosen: list[str]
+) -> dict[str, Any]:
+    """What a run records of the feature set: its number, and the name and expression of
+    each derived feature the model reads (those chosen, and those they read; all of them when
+    the configuration chooses all features). The model computes them from this copy for as
+    long as it lives, whatever the definitions become."""
+    definitions = definitions_from(feature_set.definitions)
+    if chosen:
+        raw = list(
+            Feature.objects.filter(project=project)
+            .order_by("position")
+            .values_list("name", flat=True)
+        )
+        # A definition that cannot be read fails the run, with the reason, when computed.
+        with contextlib.suppress(ExpressionError):
+            definitions = needed(definitions, raw, chosen)
+    return {
+        "feature_set": feature_set.number,
+        "derived": [{"name": d.name, "expression": d.expression} for d in definitions],
+    }
 
 
 def retrain_due_projects(*, now=None) -> list[Project]:
@@ -406,11 +438,15 @@ def training_data(
         or not np.array_equal(matrix.case_ids[position], snapshot_case_ids)
     ):
         raise TrainingError("The label snapshot names cases that no longer exist.")
-    names = list(params.get("features") or matrix.feature_names)
-    missing = [n for n in names if n not in matrix.feature_names]
+    derived = definitions_from(params.get("derived") or [])
+    derived_names = [d.name for d in derived]
+    names = list(params.get("features") or [*matrix.feature_names, *derived_names])
+    missing = [n for n in names if n not in matrix.feature_names and n not in derived_names]
     if missing:
-        raise TrainingError(f"The configuration names unknown features: {', '.join(missing)}.")
-    columns = [matrix.feature_names.index(n) for n in names]
+        raise TrainingError(
+            f"The configuration names unknown features: {', '.join(missing)}. A derived "
+            "feature retired since? Choose the features again on the Models page."
+        )
     occurred = matrix.occurred_at[position]
     keep = window_select(occurred, params.get("window_months"))
     window: dict[str, Any] = {"months": params.get("window_months"), "cases": len(keep)}
@@ -418,13 +454,7 @@ def training_data(
         window["from"] = str(occurred[keep].min())[:10]
         window["to"] = str(occurred[keep].max())[:10]
     rows = position[keep]
-    every_column = columns == list(range(len(matrix.feature_names)))
-    if every_column and len(rows) and rows[-1] - rows[0] + 1 == len(rows):
-        # Consecutive cases (every case labeled, a window of the newest): a view, no copy.
-        X = matrix.values[rows[0] : rows[-1] + 1]
-    else:
-        # One copy of the rows wanted (and only then of the columns wanted).
-        X = matrix.values[rows] if every_column else matrix.values[np.ix_(rows, columns)]
+    X = run_columns(names=names, derived=params.get("derived") or [], matrix=matrix, rows=rows)
     return TrainingData(
         X=X,
         y=snapshot_values[keep],
@@ -433,6 +463,33 @@ def training_data(
         feature_names=names,
         window=window,
     )
+
+
+def run_columns(
+    *,
+    names: list[str],
+    derived: list[dict[str, str]],
+    matrix: FeatureMatrix,
+    rows: np.ndarray | None = None,
+) -> np.ndarray:
+    """The matrix a model reads: its features `names` for `rows` of the project's raw matrix
+    (all rows when None), derived ones computed from the definitions the run recorded."""
+    if all(n in matrix.feature_names for n in names):
+        columns = [matrix.feature_names.index(n) for n in names]
+        every_column = columns == list(range(len(matrix.feature_names)))
+        if rows is None:
+            return matrix.values if every_column else matrix.values[:, columns]
+        if every_column and len(rows) and rows[-1] - rows[0] + 1 == len(rows):
+            # Consecutive cases (every case labeled, a window of the newest): a view, no copy.
+            return matrix.values[rows[0] : rows[-1] + 1]
+        # One copy of the rows wanted (and only then of the columns wanted).
+        return matrix.values[rows] if every_column else matrix.values[np.ix_(rows, columns)]
+    try:
+        return feature_columns(
+            names, matrix.values, matrix.feature_names, definitions_from(derived), rows
+        )
+    except ExpressionError as error:
+        raise TrainingError(f"A derived feature cannot be computed: {error}") from error
 
 
 def _snapshot_kept(project_id: int, watermark: int, path: Path) -> tuple[LabelSnapshot, tuple]:
@@ -497,6 +554,7 @@ def _train(run: TrainingRun, written: list[Path]) -> None:
         run.seed,
         progress=lambda percent, message: _progress(run.pk, percent, message),
         objective=objective,
+        feature_names=data.feature_names,
     )
     result.metrics["window"] = data.window
     train_times = data.occurred_at[result.train_index]
@@ -564,9 +622,12 @@ def version_predictions_store(
     if not version.predictions_path or not Path(version.predictions_path).is_file():
         pipeline = pipeline or version_model(version)
         matrix = matrix or case_feature_matrix(project_id=project.pk)
-        columns = [matrix.feature_names.index(n) for n in version.training_run.feature_names]
-        every_column = columns == list(range(len(matrix.feature_names)))
-        X = matrix.values if every_column else matrix.values[:, columns]
+        run = version.training_run
+        # The features as the version was trained with them: a derived one is computed from
+        # the definition the run recorded, even if it was changed or retired since.
+        X = run_columns(
+            names=list(run.feature_names), derived=run.params.get("derived") or [], matrix=matrix
+        )
         proba = predict_proba_aligned(pipeline, X, classes)
         frame = pd.DataFrame(proba, columns=classes)
         frame.insert(0, "case_id", matrix.case_ids)
@@ -847,9 +908,13 @@ def _drift(version: ModelVersion, recent_months: int) -> list[dict]:
     if len(reference) < MIN_SLICE_CASES or len(recent) < MIN_SLICE_CASES:
         return []
     rows = []
-    for name in version.training_run.feature_names:
-        j = matrix.feature_names.index(name)
-        psi = population_stability(matrix.values[reference, j], matrix.values[recent, j])
+    run = version.training_run
+    names = list(run.feature_names)
+    derived = run.params.get("derived") or []
+    older = run_columns(names=names, derived=derived, matrix=matrix, rows=np.sort(reference))
+    newer = run_columns(names=names, derived=derived, matrix=matrix, rows=np.sort(recent))
+    for j, name in enumerate(names):
+        psi = population_stability(older[:, j], newer[:, j])
         if psi is not None:
             rows.append({"feature": name, "psi": round(psi, 4)})
     rows.sort(key=lambda r: -r["psi"])
@@ -1061,6 +1126,7 @@ def training_run_reproduce(*, run_id: int) -> dict[str, Any]:
         run.params,
         run.seed,
         objective=_objective_for(run),
+        feature_names=data.feature_names,
     )
     stored = version_model(version)
     before = predict_proba_aligned(stored, data.X, classes)
@@ -1076,6 +1142,9 @@ def training_run_reproduce(*, run_id: int) -> dict[str, Any]:
                 )
             ),
             "same_family": again.model_family == version.model_family,
+            # The derived features as the run defined them (not as they are defined now).
+            "feature_set": run.params.get("feature_set"),
+            "derived": run.params.get("derived") or [],
             "code_version_then": run.code_version,
             "code_version_now": code_version(),
             "libraries_changed": {
@@ -1179,9 +1248,8 @@ def training_config_change(
         errors["class_weight"] = "Class weighting is none or balanced."
     if window_months is not None and not 1 <= int(window_months) <= 600:
         errors["window_months"] = "The training window is 1 to 600 months, or empty for all data."
-    known = list(
-        Feature.objects.filter(project=project).order_by("position").values_list("name", flat=True)
-    )
+    # Raw features and the derived ones in force: a model may read either.
+    known = feature_selectors.feature_names(project=project)
     chosen = [f.strip() for f in (features or []) if f.strip()]
     unknown = [f for f in chosen if f not in known]
     if unknown:
@@ -1286,6 +1354,8 @@ def model_versions_compare(
     ids, labels, when, described = _out_of_sample_cases(a, b)
     common: dict[str, Any] | None = None
     slices: list[list[dict]] = [[], []]
+    recalls: list[float | None] = [None, None]
+    positive = positive_index(spec, classes)
     if len(ids):
         values = []
         known = np.ones(len(ids), dtype=bool)
@@ -1300,6 +1370,10 @@ def model_versions_compare(
             here = proba[position[known]]
             threshold = threshold_for(version, spec)
             values.append(objective_value(spec, labels, here, classes, threshold))
+            is_positive = labels == classes[positive]
+            if is_positive.any():
+                decided = decide(here[is_positive], threshold, positive)
+                recalls[n] = float(np.mean(decided == positive))
             slices[n] = month_slices(
                 when, labels, here, classes, spec, threshold, f"v{version.number}"
             )
@@ -1311,6 +1385,9 @@ def model_versions_compare(
                 "described": described,
                 "a": values[0],
                 "b": values[1],
+                "recall_a": recalls[0],
+                "recall_b": recalls[1],
+                "positive_class": classes[positive],
                 "better": "a"
                 if better(spec, values[0], values[1])
                 else "b"
@@ -1382,7 +1459,104 @@ def model_versions_compare(
                 "count": kind == "count",
             }
         )
-    return {"common": common, "rows": rows, "slices": slices}
+    return {
+        "common": common,
+        "rows": rows,
+        "slices": slices,
+        "features": _feature_difference(a, b, spec, common, slices),
+    }
+
+
+def _names(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _moved(before: float, after: float, greater_is_better: bool, digits: int = 2) -> str:
+    """'raised … from 0.61 to 0.68' in the objective's direction."""
+    if round(before, digits) == round(after, digits):
+        return f"left {{}} unchanged at {after:.{digits}f}"
+    verb = "raised" if after > before else "lowered"
+    good = (after > before) == greater_is_better
+    return f"{verb} {{}} from {before:.{digits}f} to {after:.{digits}f}" + (
+        "" if greater_is_better else f" ({'better' if good else 'worse'})"
+    )
+
+
+def _feature_difference(
+    a: ModelVersion,
+    b: ModelVersion,
+    spec: ObjectiveSpec,
+    common: dict[str, Any] | None,
+    slices: list[list[dict]],
+) -> dict[str, Any] | None:
+    """What differs between the two versions' features (added, removed, derived features
+    defined differently), and what it did: the objective on the cases neither trained on,
+    pooled and per month, in a sentence ("adding egfr raised recall on the recent slice from
+    0.61 to 0.68"). None when both read the same features the same way."""
+    runs = (a.training_run, b.training_run)
+    names = [list(r.feature_names) for r in runs]
+    defined = [{d["name"]: d["expression"] for d in r.params.get("derived") or []} for r in runs]
+    added = [n for n in names[1] if n not in names[0]]
+    removed = [n for n in names[0] if n not in names[1]]
+    changed = [n for n in names[0] if n in names[1] and defined[0].get(n) != defined[1].get(n)]
+    if not (added or removed or changed):
+        return None
+    parts = []
+    if added:
+        parts.append(f"adding {_names(added)}")
+    if removed:
+        parts.append(f"removing {_names(removed)}")
+    if changed:
+        parts.append(f"redefining {_names(changed)}")
+    change = " and ".join(parts)
+    change = change[0].upper() + change[1:] + f" (v{a.number} → v{b.number})"
+    metric = spec.describe()
+    sentences = []
+    if common and common["a"] is not None and common["b"] is not None:
+        moved = _moved(common["a"], common["b"], spec.greater_is_better)
+        sentences.append(
+            f"{change} {moved.format(metric)} on the recent slice ({common['cases']:,} "
+            f"{common['described']})."
+        )
+        if common.get("recall_a") is not None and common.get("recall_b") is not None:
+            recall = _moved(common["recall_a"], common["recall_b"], True)
+            sentences.append(
+                f"On the same cases it {recall.format('recall of ' + common['positive_class'])}."
+            )
+    else:
+        held = [v.objective_value for v in (a, b)]
+        same = all(v.objective_id == a.objective_id for v in (a, b))
+        if None not in held and same:
+            moved = _moved(held[0], held[1], spec.greater_is_better)
+            sentences.append(
+                f"{change} {moved.format(metric)} on each version's own held-out cases (not "
+                "the same cases: no labeled case lies after both training periods yet)."
+            )
+        else:
+            sentences.append(
+                f"{change}; no labeled case lies after both training periods yet to measure "
+                "the effect on the same cases."
+            )
+    by_period: dict[str, dict[str, Any]] = {}
+    for side, rows in zip(("a", "b"), slices, strict=True):
+        for row in rows:
+            entry = by_period.setdefault(row["period"], {"period": row["period"], "n": row["n"]})
+            entry[side] = row["objective"]
+    per_slice = [by_period[p] for p in sorted(by_period)]
+    for entry in per_slice:
+        if entry.get("a") is not None and entry.get("b") is not None:
+            entry["change"] = f"{entry['b'] - entry['a']:+.3f}"
+    return {
+        "added": [{"name": n, "expression": defined[1].get(n, "")} for n in added],
+        "removed": [{"name": n, "expression": defined[0].get(n, "")} for n in removed],
+        "changed": [
+            {"name": n, "a": defined[0].get(n, ""), "b": defined[1].get(n, "")} for n in changed
+        ],
+        "feature_sets": [r.params.get("feature_set") for r in runs],
+        "sentences": sentences,
+        "slices": per_slice,
+        "metric": metric,
+    }
 
 
 def threshold_for(version: ModelVersion, spec: ObjectiveSpec) -> float | None:

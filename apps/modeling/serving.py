@@ -18,9 +18,11 @@ from django.core.exceptions import ValidationError
 from sklearn.pipeline import Pipeline
 
 from apps.cases.models import Case
-from apps.modeling.ml.training import predict_proba_aligned
-from apps.modeling.models import Deployment, ModelVersion
-from apps.modeling.services import version_decisions, version_model
+from apps.cases.selectors import FeatureMatrix
+from apps.features.compute import definitions_from, needed, raw_inputs
+from apps.modeling.ml.training import TrainingError, predict_proba_aligned
+from apps.modeling.models import Deployment, ModelVersion, TrainingRun
+from apps.modeling.services import run_columns, version_decisions, version_model
 from apps.projects.models import Feature, Project
 
 MAX_CASES_PER_REQUEST = 1000
@@ -54,11 +56,31 @@ def _model_for(version: ModelVersion) -> Pipeline:
     return model
 
 
-def _features_of_cases(project: Project, case_ids: list[int], names: list[str]) -> np.ndarray:
-    all_names = list(
+def _raw_names(project: Project) -> list[str]:
+    return list(
         Feature.objects.filter(project=project).order_by("position").values_list("name", flat=True)
     )
-    columns = [all_names.index(n) for n in names]
+
+
+def _model_columns(run: TrainingRun, values: np.ndarray, raw_names: list[str]) -> np.ndarray:
+    """The model's features from raw values: derived ones computed from the definitions the
+    version was trained with, not the ones in force now."""
+    matrix = FeatureMatrix(
+        case_ids=np.arange(len(values), dtype=np.int64),
+        occurred_at=np.full(len(values), np.datetime64("NaT", "us")),
+        values=values,
+        feature_names=raw_names,
+    )
+    try:
+        return run_columns(
+            names=list(run.feature_names), derived=run.params.get("derived") or [], matrix=matrix
+        )
+    except TrainingError as error:
+        raise ValidationError(str(error)) from error
+
+
+def _features_of_cases(project: Project, case_ids: list[int], run: TrainingRun) -> np.ndarray:
+    all_names = _raw_names(project)
     found = dict(
         Case.objects.filter(project=project, pk__in=case_ids).values_list("id", "features")
     )
@@ -69,24 +91,48 @@ def _features_of_cases(project: Project, case_ids: list[int], names: list[str]) 
         )
     width = len(all_names)
     rows = [np.frombuffer(bytes(found[c]), dtype="<f8", count=width) for c in case_ids]
-    return np.vstack(rows)[:, columns] if rows else np.empty((0, len(names)))
+    raw = np.vstack(rows) if rows else np.empty((0, width))
+    return _model_columns(run, raw, all_names)
 
 
-def _features_of_rows(rows: list[dict[str, Any]], names: list[str]) -> np.ndarray:
-    """Feature values given in the request. A feature left out, or null, is missing (NaN), as
-    an empty cell is on import; a name the model does not use, or a value that is not a number,
-    is refused with where it was."""
+def _inputs_of(project: Project, run: TrainingRun) -> tuple[list[str], dict[str, list[str]]]:
+    """The raw features a request may give for the version (those it uses, and those its
+    derived features are computed from) and, per derived feature, what it reads."""
+    names = list(run.feature_names)
+    derived = definitions_from(run.params.get("derived") or [])
+    if not derived:
+        return names, {}
+    raw_names = _raw_names(project)
+    reads = {d.name: raw_inputs(needed(derived, raw_names, [d.name]), raw_names) for d in derived}
+    wanted = {n for n in names if n in raw_names}
+    for name in names:
+        wanted.update(reads.get(name, []))
+    return [n for n in raw_names if n in wanted], reads
+
+
+def _features_of_rows(rows: list[dict[str, Any]], names: list[str], derived: dict) -> np.ndarray:
+    """Raw feature values given in the request, in the order of `names`. A feature left out,
+    or null, is missing (NaN), as an empty cell is on import; a name the model does not use, a
+    derived feature (it is computed from the raw values) or a value that is not a number is
+    refused with where it was."""
     X = np.full((len(rows), len(names)), np.nan)
     index = {n: j for j, n in enumerate(names)}
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise ValidationError({"cases": f"Case {i}: expected an object of feature values."})
         for name, value in row.items():
+            if name in derived:
+                raise ValidationError(
+                    {
+                        "cases": f"Case {i}: {name!r} is a derived feature, computed from "
+                        f"{', '.join(derived[name]) or 'nothing'}; send those values instead."
+                    }
+                )
             if name not in index:
                 raise ValidationError(
                     {
                         "cases": f"Case {i}: {name!r} is not a feature of the production model "
-                        f"(it uses {', '.join(names)})."
+                        f"(it reads {', '.join(names)})."
                     }
                 )
             if value is None:
@@ -123,11 +169,12 @@ def predict(
     if deployment is None:
         raise NoProductionModel("This project has no model in production yet.")
     version = deployment.model_version
-    names = list(version.training_run.feature_names)
+    run = version.training_run
     if case_ids is not None:
-        X = _features_of_cases(project, [int(c) for c in case_ids], names)
+        X = _features_of_cases(project, [int(c) for c in case_ids], run)
     else:
-        X = _features_of_rows(rows or [], names)
+        inputs, derived = _inputs_of(project, run)
+        X = _model_columns(run, _features_of_rows(rows or [], inputs, derived), inputs)
     classes = list(project.classes)
     proba = predict_proba_aligned(_model_for(version), X, classes)
     decided = version_decisions(version, proba)

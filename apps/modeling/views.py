@@ -14,11 +14,12 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from apps.features import selectors as feature_selectors
 from apps.modeling import charts, selectors, services
 from apps.modeling.forms import DeployForm, ObjectiveForm, TrainingConfigForm
 from apps.modeling.models import RunTrigger
 from apps.projects.models import Role
-from apps.projects.selectors import ProjectAccess, project_features, project_get_for_user
+from apps.projects.selectors import ProjectAccess, project_get_for_user
 
 
 def runs_panel_context(access: ProjectAccess) -> dict:
@@ -80,7 +81,8 @@ def models_page(request: HttpRequest, project_id: int) -> HttpResponse:
     access = project_get_for_user(user=request.user, project_id=project_id, role=needed)
     project = access.project
     classes = list(project.classes)
-    features = [f.name for f in project_features(project=project)]
+    # Raw features, then the derived ones in force: the configuration may choose either.
+    features = feature_selectors.feature_names(project=project)
     objective = selectors.objective_current(project=project)
     config = selectors.training_config_current(project=project)
     # Prefixed: both forms have a note, and ids must stay unique on the page.
@@ -135,6 +137,7 @@ def models_page(request: HttpRequest, project_id: int) -> HttpResponse:
         "versions": versions,
         "alerts": selectors.project_alerts(project=project),
         "active_run": selectors.training_run_active(project=project),
+        "feature_set": feature_selectors.feature_set_current(project=project),
     }
     return render(request, "modeling/models.html", context, status=status)
 
@@ -202,6 +205,9 @@ def _version_charts(version) -> dict[str, Any]:
         out["slices"] = charts.slices_chart(
             list(by_source.items()), evaluation.get("objective_label", "Objective")
         )
+    if evaluation.get("importance"):
+        derived = {d["name"] for d in version.training_run.params.get("derived") or []}
+        out["importance"] = charts.importance_chart(evaluation["importance"], derived)
     return out
 
 

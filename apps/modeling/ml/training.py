@@ -7,6 +7,7 @@ of the training part only, and every figure is computed under the project's obje
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import pandas as pd
 from sklearn.calibration import calibration_curve
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.impute import SimpleImputer
+from sklearn.inspection import permutation_importance
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
     accuracy_score,
@@ -61,6 +63,14 @@ MIN_LABELED_CASES = 10
 MIN_SLICE_CASES = 20
 CURVE_POINTS = 200
 CALIBRATION_BINS = 10
+# Permutation importance is measured on at most this many held-out cases, each feature
+# shuffled this many times, seeded; then, whatever the run's size, it costs about
+# features × repeats predictions of a few thousand cases. Models that predict slowly (forests)
+# get a smaller sample so that the step stays within about IMPORTANCE_SECONDS.
+IMPORTANCE_MAX_CASES = 5_000
+IMPORTANCE_MIN_CASES = 300
+IMPORTANCE_REPEATS = 5
+IMPORTANCE_SECONDS = 1.0
 
 Progress = Callable[[int, str], None]
 
@@ -302,6 +312,85 @@ def month_slices(
     return rows
 
 
+def importance(
+    pipeline: Pipeline,
+    X: np.ndarray,
+    y: np.ndarray,
+    classes: list[str],
+    objective: ObjectiveSpec,
+    threshold: float | None,
+    seed: int,
+    feature_names: list[str] | None = None,
+) -> dict[str, Any]:
+    """Permutation importance on (a seeded sample of) the held-out cases: how much the
+    objective gets worse when one feature's values are shuffled among the cases (scikit-learn's
+    `permutation_importance`, scored by the project's objective under the version's threshold).
+
+    Positive: the model relies on the feature; about zero: it does not; negative: shuffling it
+    helped, i.e. noise. Held-out cases, so that a feature the model merely memorized does not
+    look useful."""
+    n, width = X.shape
+    if n < MIN_SLICE_CASES or width == 0:
+        return {}
+    names = list(feature_names or [f"feature {j + 1}" for j in range(width)])
+    rng = np.random.default_rng(seed)
+    take = np.arange(n)
+    if n > IMPORTANCE_MAX_CASES:
+        take = np.sort(rng.choice(n, IMPORTANCE_MAX_CASES, replace=False))
+    started = time.perf_counter()
+    proba = predict_proba_aligned(pipeline, X[take], classes)
+    once = time.perf_counter() - started
+    calls = width * IMPORTANCE_REPEATS
+    if once * calls > IMPORTANCE_SECONDS and len(take) > IMPORTANCE_MIN_CASES:
+        keep = max(IMPORTANCE_MIN_CASES, int(len(take) * IMPORTANCE_SECONDS / (once * calls)))
+        chosen = np.sort(rng.choice(len(take), keep, replace=False))
+        take, proba = take[chosen], proba[chosen]
+    X_sample, y_sample = X[take], y[take]
+    metric, spec = objective.describe(), objective
+    if objective_value(objective, y_sample, proba, classes, threshold) is None:
+        # Undefined on these cases (one class only, say): fall back to balanced accuracy.
+        spec = ObjectiveSpec(metric="balanced_accuracy")
+        metric = spec.describe()
+        if len(set(y_sample.tolist())) < 2:
+            return {}
+    sign = 1.0 if spec.greater_is_better else -1.0
+    used_threshold = threshold if spec == objective else None
+
+    def score(estimator: Pipeline, X_: np.ndarray, y_: np.ndarray) -> float:
+        value = objective_value(
+            spec, y_, predict_proba_aligned(estimator, X_, classes), classes, used_threshold
+        )
+        return sign * (value if value is not None else 0.0)
+
+    result = permutation_importance(
+        pipeline,
+        X_sample,
+        y_sample,
+        scoring=score,
+        n_repeats=IMPORTANCE_REPEATS,
+        random_state=seed,
+        n_jobs=1,
+    )
+    rows = [
+        {
+            "name": name,
+            "mean": round(float(result.importances_mean[j]), 6),
+            "std": round(float(result.importances_std[j]), 6),
+        }
+        for j, name in enumerate(names)
+    ]
+    rows.sort(key=lambda row: -row["mean"])
+    return {
+        "features": rows,
+        "metric": metric,
+        "greater_is_better": spec.greater_is_better,
+        "cases": len(take),
+        "held_out": n,
+        "repeats": IMPORTANCE_REPEATS,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
 def _cv_folds(y: np.ndarray, wanted: int) -> int:
     # Counted by hashing: np.unique would sort a million Python strings.
     counts = pd.Series(y, copy=False).value_counts()
@@ -391,6 +480,7 @@ def train_and_evaluate(
     seed: int,
     progress: Progress | None = None,
     objective: ObjectiveSpec | None = None,
+    feature_names: list[str] | None = None,
 ) -> TrainingResult:
     report = progress or (lambda percent, message: None)
     objective = objective or ObjectiveSpec()
@@ -486,6 +576,17 @@ def train_and_evaluate(
     )
     for summary in cv["families"].values():
         summary.pop("_proba", None)
+    report(75, "Measuring each feature's effect (permutation importance)")
+    effect = importance(
+        pipeline,
+        X[test_index],
+        y[test_index],
+        classes,
+        objective,
+        threshold,
+        seed,
+        feature_names,
+    )
     evaluation = {
         "objective": objective.to_dict(),
         "objective_label": objective.describe(),
@@ -494,6 +595,7 @@ def train_and_evaluate(
         "curves": curves(y[test_index], proba, classes, positive),
         "slices": slices,
         "cross_validation": cv,
+        "importance": effect,
     }
     return TrainingResult(
         pipeline=pipeline,
