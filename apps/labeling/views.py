@@ -17,6 +17,7 @@ from apps.cases.importing import ImportRejected
 from apps.cases.models import Case
 from apps.cases.selectors import case_features_dict, case_get_in_project, import_batch_list
 from apps.cases.services import upload_spool
+from apps.features.selectors import derived_for_labeling
 from apps.labeling import selectors, services
 from apps.labeling.models import LabelKind, Lease, TaskKind
 from apps.projects.models import Role
@@ -46,6 +47,12 @@ def _case_context(
         for feature in features:
             groups.setdefault(feature.group or "Features", []).append(
                 {"feature": feature, "value": values.get(feature.name)}
+            )
+        # Derived features the project shows clinicians, computed from this case's raw values,
+        # in their group next to the raw ones.
+        for derived in derived_for_labeling(project=project, raw_values=values):
+            groups.setdefault(derived["group"] or "Derived", []).append(
+                {"feature": derived, "value": derived["value"], "derived": True}
             )
         if project.show_predictions:
             prediction = selectors.case_score_get(case=case)

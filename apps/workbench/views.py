@@ -5,6 +5,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from apps.features.selectors import derived_feature_list
 from apps.labeling.selectors import case_totals, label_counts_by_clinician, label_progress
 from apps.modeling.selectors import project_alerts
 from apps.modeling.views import runs_panel_context
@@ -33,6 +34,8 @@ def project_page(request: HttpRequest, project_id: int) -> HttpResponse:
         "progress": label_progress(project=access.project, user=request.user),
         "clinicians": label_counts_by_clinician(project=access.project),
         "features": project_features(project=access.project),
+        # A query set, read only when the whole page renders (not the progress fragment).
+        "derived_features": derived_feature_list(project=access.project),
         # Alerts call for reviewers' and data scientists' actions; clinicians just label.
         "alerts": project_alerts(project=access.project) if access.can_review else [],
     }
