@@ -1,6 +1,6 @@
 """A small but complete project for the suites that walk every route: members in each role, an
-outsider with a project of their own, cases, a trained and deployed model version, a worklist
-and a relabel task.
+outsider with a project of their own, cases, a trained and deployed model version, a worklist,
+a relabel task and a derived feature.
 
 Made once per test module inside a transaction that is rolled back at the module's end
 (`module_world`); each test then runs in a savepoint of it, so what one request writes is gone
@@ -19,6 +19,7 @@ from django.test import Client, override_settings
 from rest_framework.authtoken.models import Token
 
 from apps.accounts.models import User
+from apps.features import services as feature_services
 from apps.labeling import services as labeling_services
 from apps.labeling.models import TaskKind
 from apps.modeling import services as modeling_services
@@ -90,6 +91,12 @@ def build_world(folder: Path) -> World:
     labeling_services.task_open(
         case=labeled, kind=TaskKind.RELABEL, created_by=users[Role.REVIEWER], reason="look again"
     )
+    derived, _ = feature_services.derived_feature_create(
+        project=project,
+        created_by=users[Role.REVIEWER],
+        name="bnp_per_age",
+        expression="nt_pro_bnp / age",
+    )
 
     # The outsider's own project, with cases and a (queued) run of its own.
     other = project_create(name=OTHER_NAME, classes=["a", "b"], created_by=users["outsider"])
@@ -107,6 +114,7 @@ def build_world(folder: Path) -> World:
         "run_id": run.pk,
         "number": run.model_version.number,
         "worklist_id": worklist.pk,
+        "feature_id": derived.pk,
         "what": "labels",
         "file_format": "csv",
     }

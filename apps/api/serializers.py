@@ -581,3 +581,120 @@ class CasePageOut(serializers.Serializer):
     next = serializers.URLField(allow_null=True)
     previous = serializers.URLField(allow_null=True)
     results = CaseOut(many=True)
+
+
+class DerivedFeatureIn(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    expression = serializers.CharField(
+        max_length=500, help_text="e.g. nt_pro_bnp / egfr, band(age, [40, 65]); see the README."
+    )
+    unit = serializers.CharField(max_length=40, required=False, allow_blank=True, default="")
+    group = serializers.CharField(max_length=60, required=False, allow_blank=True, default="")
+    description = serializers.CharField(
+        max_length=300, required=False, allow_blank=True, default=""
+    )
+    show_in_labeling = serializers.BooleanField(required=False, default=False)
+    note = serializers.CharField(max_length=300, required=False, allow_blank=True, default="")
+
+
+class DerivedFeatureChangeIn(serializers.Serializer):
+    """Only the fields sent change; the name stays."""
+
+    expression = serializers.CharField(max_length=500, required=False)
+    unit = serializers.CharField(max_length=40, required=False, allow_blank=True)
+    group = serializers.CharField(max_length=60, required=False, allow_blank=True)
+    description = serializers.CharField(max_length=300, required=False, allow_blank=True)
+    show_in_labeling = serializers.BooleanField(required=False)
+    note = serializers.CharField(max_length=300, required=False, allow_blank=True, default="")
+
+
+class DerivedFeatureRetireIn(serializers.Serializer):
+    note = serializers.CharField(max_length=300, required=False, allow_blank=True, default="")
+
+
+class DerivedFeatureOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    expression = serializers.CharField()
+    unit = serializers.CharField(allow_blank=True)
+    group = serializers.CharField(allow_blank=True)
+    description = serializers.CharField(allow_blank=True)
+    show_in_labeling = serializers.BooleanField()
+    created_by = serializers.CharField(source="created_by.username")
+    created_at = serializers.DateTimeField()
+    retired_at = serializers.DateTimeField(allow_null=True)
+    retired_by = serializers.CharField(source="retired_by.username", allow_null=True)
+
+
+class FeatureDefinitionOut(serializers.Serializer):
+    name = serializers.CharField()
+    expression = serializers.CharField()
+    unit = serializers.CharField(allow_blank=True)
+    group = serializers.CharField(allow_blank=True)
+    description = serializers.CharField(allow_blank=True)
+    show_in_labeling = serializers.BooleanField()
+
+
+class FeatureSetVersionOut(serializers.Serializer):
+    number = serializers.IntegerField()
+    change = serializers.CharField()
+    note = serializers.CharField(allow_blank=True)
+    created_by = serializers.CharField(source="created_by.username", allow_null=True)
+    created_at = serializers.DateTimeField()
+    definitions = FeatureDefinitionOut(many=True)
+
+
+class DerivedFeatureSavedOut(serializers.Serializer):
+    """A derived feature after a change, and the feature-set version the change made."""
+
+    feature = DerivedFeatureOut()
+    feature_set = FeatureSetVersionOut()
+
+
+class DerivedFeaturePreviewIn(serializers.Serializer):
+    expression = serializers.CharField(max_length=2000, allow_blank=True)
+    feature_id = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=2**63 - 1,
+        help_text="When changing a derived feature: its id (it, and the features that read it, "
+        "cannot be read by the new expression).",
+    )
+
+
+class PreviewErrorOut(serializers.Serializer):
+    message = serializers.CharField()
+    reason = serializers.CharField()
+    position = serializers.IntegerField(
+        allow_null=True, help_text="0-based offset in the expression where the problem starts."
+    )
+    end = serializers.IntegerField(allow_null=True)
+    line = serializers.IntegerField(allow_null=True)
+    column = serializers.IntegerField(allow_null=True, help_text="1-based, on its line.")
+
+
+class PreviewRowOut(serializers.Serializer):
+    case_id = serializers.IntegerField()
+    external_id = serializers.CharField()
+    inputs = serializers.DictField(child=serializers.FloatField(allow_null=True))
+    value = serializers.FloatField(allow_null=True)
+
+
+class DerivedFeaturePreviewOut(serializers.Serializer):
+    expression = serializers.CharField(allow_blank=True)
+    ok = serializers.BooleanField(help_text="Whether it could be saved as it is.")
+    error = PreviewErrorOut(allow_null=True, help_text="Outside the grammar, with the position.")
+    problems = serializers.ListField(
+        child=serializers.CharField(), help_text="Why it cannot be saved (all missing, constant)."
+    )
+    notes = serializers.ListField(child=serializers.CharField())
+    inputs = serializers.ListField(child=serializers.CharField())
+    rows = PreviewRowOut(many=True)
+    summary = serializers.JSONField(
+        help_text="cases, missing, missing_share, min, median, max, mean, distinct, "
+        "division_by_zero, undefined"
+    )
+    histogram = serializers.JSONField()
+    by_class = serializers.JSONField()
+    sample_size = serializers.IntegerField()
+    whole_project = serializers.BooleanField()

@@ -97,6 +97,31 @@ urlpatterns = [
         name="worklist-judgments",
     ),
     path(
+        "projects/<int:project_id>/derived-features/",
+        views.DerivedFeatureListCreateApi.as_view(),
+        name="derived-features",
+    ),
+    path(
+        "projects/<int:project_id>/derived-features/preview",
+        views.DerivedFeaturePreviewApi.as_view(),
+        name="derived-feature-preview",
+    ),
+    path(
+        "projects/<int:project_id>/derived-features/<int:feature_id>/",
+        views.DerivedFeatureDetailApi.as_view(),
+        name="derived-feature",
+    ),
+    path(
+        "projects/<int:project_id>/derived-features/<int:feature_id>/retire",
+        views.DerivedFeatureRetireApi.as_view(),
+        name="derived-feature-retire",
+    ),
+    path(
+        "projects/<int:project_id>/feature-sets/",
+        views.FeatureSetListApi.as_view(),
+        name="feature-sets",
+    ),
+    path(
         "projects/<int:project_id>/derived-projects",
         views.DerivedProjectApi.as_view(),
         name="derived-projects",

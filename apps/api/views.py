@@ -21,6 +21,8 @@ from apps.cases.importing import ImportRejected
 from apps.cases.models import Case
 from apps.cases.selectors import case_features_dict, case_get_in_project, case_list
 from apps.cases.services import upload_spool
+from apps.features import selectors as feature_selectors
+from apps.features import services as feature_services
 from apps.labeling import selectors as labeling_selectors
 from apps.labeling import services as labeling_services
 from apps.labeling.models import TaskKind
@@ -847,3 +849,107 @@ class LabelExportApi(APIView):
             f'attachment; filename="project-{access.project.pk}-{what}.{file_format}"'
         )
         return response
+
+
+def _derived_feature(access: ProjectAccess, feature_id: int):
+    feature = feature_selectors.derived_feature_get(project=access.project, feature_id=feature_id)
+    if feature is None:
+        raise Http404("No such derived feature")
+    feature.project = access.project
+    return feature
+
+
+def _saved(feature, version) -> dict:
+    return {
+        "feature": s.DerivedFeatureOut(feature).data,
+        "feature_set": s.FeatureSetVersionOut(version).data,
+    }
+
+
+class DerivedFeatureListCreateApi(APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("retired", bool, description="1: the retired ones")],
+        responses=s.DerivedFeatureOut(many=True),
+    )
+    def get(self, request: Request, project_id: int) -> Response:
+        """The derived features in force, in the order they were defined (any member)."""
+        access = project_get_for_user(user=request.user, project_id=project_id)
+        retired = request.query_params.get("retired", "") in ("1", "true")
+        features = feature_selectors.derived_feature_list(project=access.project, retired=retired)
+        return Response(s.DerivedFeatureOut(features, many=True).data)
+
+    @extend_schema(request=s.DerivedFeatureIn, responses={201: s.DerivedFeatureSavedOut})
+    def post(self, request: Request, project_id: int) -> Response:
+        """Define a derived feature (reviewers): refused with the reason (and the position in
+        the expression) when it cannot be computed or gives no usable values."""
+        access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
+        data = s.DerivedFeatureIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        feature, version = feature_services.derived_feature_create(
+            project=access.project, created_by=request.user, **data.validated_data
+        )
+        return Response(_saved(feature, version), status=status.HTTP_201_CREATED)
+
+
+class DerivedFeatureDetailApi(APIView):
+    @extend_schema(responses=s.DerivedFeatureOut)
+    def get(self, request: Request, project_id: int, feature_id: int) -> Response:
+        access = project_get_for_user(user=request.user, project_id=project_id)
+        return Response(s.DerivedFeatureOut(_derived_feature(access, feature_id)).data)
+
+    @extend_schema(request=s.DerivedFeatureChangeIn, responses={200: s.DerivedFeatureSavedOut})
+    def patch(self, request: Request, project_id: int, feature_id: int) -> Response:
+        """Change a derived feature in force (reviewers); model versions already trained keep
+        the definition they were trained with."""
+        access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
+        feature = _derived_feature(access, feature_id)
+        data = s.DerivedFeatureChangeIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        version = feature_services.derived_feature_change(
+            feature=feature, changed_by=request.user, **data.validated_data
+        )
+        return Response(_saved(feature, version))
+
+
+class DerivedFeatureRetireApi(APIView):
+    @extend_schema(request=s.DerivedFeatureRetireIn, responses={200: s.DerivedFeatureSavedOut})
+    def post(self, request: Request, project_id: int, feature_id: int) -> Response:
+        """Retire a derived feature (reviewers): new runs no longer use it; model versions
+        trained with it keep computing it."""
+        access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
+        feature = _derived_feature(access, feature_id)
+        data = s.DerivedFeatureRetireIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        version = feature_services.derived_feature_retire(
+            feature=feature, retired_by=request.user, note=data.validated_data["note"]
+        )
+        return Response(_saved(feature, version))
+
+
+class DerivedFeaturePreviewApi(APIView):
+    @extend_schema(request=s.DerivedFeaturePreviewIn, responses=s.DerivedFeaturePreviewOut)
+    def post(self, request: Request, project_id: int) -> Response:
+        """Try an expression on a sample of the project's cases without saving it (reviewers):
+        values for a few cases, the distribution, and what is wrong (with the position)."""
+        access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
+        data = s.DerivedFeaturePreviewIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        replacing = None
+        if data.validated_data.get("feature_id"):
+            replacing = _derived_feature(access, data.validated_data["feature_id"]).name
+        preview = feature_selectors.derived_preview(
+            project=access.project,
+            expression=data.validated_data["expression"],
+            replacing=replacing,
+        )
+        return Response(s.DerivedFeaturePreviewOut(preview.to_dict()).data)
+
+
+class FeatureSetListApi(APIView):
+    @extend_schema(responses=s.FeatureSetVersionOut(many=True))
+    def get(self, request: Request, project_id: int) -> Response:
+        """The feature-set versions, newest first, each with every definition in force (any
+        member)."""
+        access = project_get_for_user(user=request.user, project_id=project_id)
+        versions = feature_selectors.feature_set_list(project=access.project)[:200]
+        return Response(s.FeatureSetVersionOut(versions, many=True).data)
