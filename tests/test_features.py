@@ -1083,3 +1083,35 @@ def test_the_api_lists_creates_previews_changes_and_retires(
     stranger = api(outsider)
     assert stranger.get(f"{base}/derived-features/").status_code == 404
     assert stranger.get(f"{base}/feature-sets/").status_code == 404
+
+
+def test_the_importance_scorer_gives_what_the_objective_gives():
+    """Permutation importance scores with a faster twin of objective_value; they must agree,
+    ties and one-class samples included."""
+    from apps.modeling.ml.objectives import ObjectiveSpec, objective_scorer, objective_value
+
+    rng = np.random.default_rng(0)
+    for trial in range(120):
+        classes = ["a", "b"] if trial % 2 else ["a", "b", "c"]
+        n = int(rng.integers(1, 60))
+        y = rng.choice(classes, n).astype(object)
+        proba = rng.random((n, len(classes)))
+        if trial % 3 == 0:
+            proba = np.round(proba, 1) + 0.01  # ties
+        proba = proba / proba.sum(axis=1, keepdims=True)
+        for spec in (
+            ObjectiveSpec("accuracy"),
+            ObjectiveSpec("balanced_accuracy"),
+            ObjectiveSpec("roc_auc", positive_class="b"),
+            ObjectiveSpec("pr_auc", positive_class="b"),
+            ObjectiveSpec("f_beta", positive_class="b", beta=2),
+            ObjectiveSpec("recall_at_precision", positive_class="b", min_precision=0.6),
+            ObjectiveSpec("precision_at_k", positive_class="b", k=7),
+            ObjectiveSpec("expected_cost", cost_matrix=np.eye(len(classes)).tolist()),
+        ):
+            for threshold in (None, 0.4):
+                expected = objective_value(spec, y, proba, classes, threshold)
+                got = objective_scorer(spec, y, classes, threshold)(proba)
+                assert (expected is None) == (got is None), (spec, n)
+                if expected is not None:
+                    assert got == pytest.approx(expected, abs=1e-12), (spec, n)

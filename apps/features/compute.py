@@ -132,14 +132,22 @@ def feature_columns(
     unknown = [n for n in names if n not in position and n not in {d.name for d in definitions}]
     if unknown:
         raise ExpressionError(f"unknown features: {', '.join(unknown)}")
-    derived = derive(needed(definitions, raw_names, names), values, raw_names, rows)
-    n = values.shape[0] if rows is None else len(rows)
-    out = np.empty((n, len(names)), dtype=np.float64)
-    for i, name in enumerate(names):
-        if name in derived:
-            out[:, i] = derived[name].values
-        elif rows is None:
-            out[:, i] = values[:, position[name]]
-        else:
-            out[:, i] = values[rows, position[name]]
+    # The rows wanted, gathered once (whole rows are contiguous copies); every column below
+    # is then a view of them.
+    source = values if rows is None else values[rows]
+    derived = derive(needed(definitions, raw_names, names), source, raw_names)
+    out = np.empty((source.shape[0], len(names)), dtype=np.float64)
+    i = 0
+    while i < len(names):
+        if names[i] in derived:
+            out[:, i] = derived[names[i]].values
+            i += 1
+            continue
+        # A run of raw features in their stored order is copied as one block, a row at a
+        # time, rather than column by column.
+        j, k = position[names[i]], 1
+        while i + k < len(names) and position.get(names[i + k]) == j + k:
+            k += 1
+        out[:, i : i + k] = source[:, j : j + k]
+        i += k
     return out

@@ -34,12 +34,14 @@ from sklearn.metrics import (
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from apps.modeling.ml.objectives import (
     ObjectiveSpec,
     better,
     class_indices,
     decide,
+    objective_scorer,
     objective_value,
     positive_index,
     threshold_choose,
@@ -195,6 +197,20 @@ def predict_proba_aligned(pipeline: Pipeline, X: np.ndarray, classes: list[str])
     return aligned
 
 
+def _proba_by_steps(pipeline: Pipeline, X: np.ndarray, classes: list[str]) -> np.ndarray:
+    """`predict_proba_aligned` through the pipeline's steps one by one: the same numbers,
+    without the Pipeline's own checks, which cost more than a small batch's prediction."""
+    data = X
+    for _, step in pipeline.steps[:-1]:
+        data = step.transform(data)
+    model = pipeline.steps[-1][1]
+    raw = model.predict_proba(data)
+    aligned = np.zeros((X.shape[0], len(classes)))
+    for j, cls in enumerate(model.classes_):
+        aligned[:, classes.index(cls)] = raw[:, j]
+    return aligned
+
+
 def _thin(*arrays: np.ndarray) -> list[list[float]]:
     """At most CURVE_POINTS points of a curve, ends kept, as plain lists for JSON."""
     n = len(arrays[0])
@@ -338,8 +354,11 @@ def importance(
     if n > IMPORTANCE_MAX_CASES:
         take = np.sort(rng.choice(n, IMPORTANCE_MAX_CASES, replace=False))
     started = time.perf_counter()
-    proba = predict_proba_aligned(pipeline, X[take], classes)
-    once = time.perf_counter() - started
+    with threadpool_limits(limits=1):
+        _proba_by_steps(pipeline, X[take[:50]], classes)  # warm: a first call costs more
+        timed = time.perf_counter()
+        proba = _proba_by_steps(pipeline, X[take], classes)
+        once = time.perf_counter() - timed
     calls = width * IMPORTANCE_REPEATS
     if once * calls > IMPORTANCE_SECONDS and len(take) > IMPORTANCE_MIN_CASES:
         keep = max(IMPORTANCE_MIN_CASES, int(len(take) * IMPORTANCE_SECONDS / (once * calls)))
@@ -347,30 +366,34 @@ def importance(
         take, proba = take[chosen], proba[chosen]
     X_sample, y_sample = X[take], y[take]
     metric, spec = objective.describe(), objective
-    if objective_value(objective, y_sample, proba, classes, threshold) is None:
+    scorer = objective_scorer(spec, y_sample, classes, threshold)
+    if scorer(proba) is None:
         # Undefined on these cases (one class only, say): fall back to balanced accuracy.
         spec = ObjectiveSpec(metric="balanced_accuracy")
         metric = spec.describe()
         if len(set(y_sample.tolist())) < 2:
             return {}
+        scorer = objective_scorer(spec, y_sample, classes)
     sign = 1.0 if spec.greater_is_better else -1.0
-    used_threshold = threshold if spec == objective else None
 
     def score(estimator: Pipeline, X_: np.ndarray, y_: np.ndarray) -> float:
-        value = objective_value(
-            spec, y_, predict_proba_aligned(estimator, X_, classes), classes, used_threshold
-        )
+        # The labels are the sample's, read once by the scorer (permutation_importance passes
+        # the same y on every call).
+        value = scorer(_proba_by_steps(estimator, X_, classes))
         return sign * (value if value is not None else 0.0)
 
-    result = permutation_importance(
-        pipeline,
-        X_sample,
-        y_sample,
-        scoring=score,
-        n_repeats=IMPORTANCE_REPEATS,
-        random_state=seed,
-        n_jobs=1,
-    )
+    # One thread: on a few thousand rows, starting threads (gradient boosting's OpenMP) costs
+    # more than it saves, and twice that on a busy machine.
+    with threadpool_limits(limits=1):
+        result = permutation_importance(
+            pipeline,
+            X_sample,
+            y_sample,
+            scoring=score,
+            n_repeats=IMPORTANCE_REPEATS,
+            random_state=seed,
+            n_jobs=1,
+        )
     rows = [
         {
             "name": name,
