@@ -12,9 +12,11 @@ a new model version through a real Celery worker on the demo cohort (--quick: 10
 burst), in databases casebook_bench_training*. Then label issues (bench/bench_label_issues.py):
 the review board's ranking against the demos' deliberately flipped labels, and
 label_issues_find on 1,000,000 labeled cases against scikit-learn and cleanlab (--quick:
-100,000), in databases casebook_bench_label_issues*. `--only import`, `--only queue`,
-`--only training` or `--only label_issues` runs one of the four. See bench/README.md for what
-each figure means.
+100,000), in databases casebook_bench_label_issues*. Then derived features
+(bench/bench_features.py, no database): ten expressions over 1,000,000 cases × 30 features
+against the same in numpy, and the cost of permutation importance in a run (--quick: 100,000).
+`--only import`, `--only queue`, `--only training`, `--only label_issues`, `--only load` or
+`--only features` runs one of them. See bench/README.md for what each figure means.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ if str(ROOT) not in sys.path:
 
 from bench import (  # noqa: E402
     bench_feature_load,
+    bench_features,
     bench_import,
     bench_label_issues,
     bench_queue,
@@ -153,17 +156,17 @@ def main(argv: list[str] | None = None) -> int:
         "--quick",
         action="store_true",
         help="import 100k only; queue 10k, fewer requests; training 100k, one burst; "
-        "label issues timed on 100k",
+        "label issues timed on 100k; derived features 100k",
     )
     parser.add_argument(
         "--only",
-        choices=["import", "queue", "training", "label_issues", "load"],
+        choices=["import", "queue", "training", "label_issues", "load", "features"],
         help="run one benchmark only",
     )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     rows: list[Row] = []
-    queue_report = training_report = label_issues_report = load_report = ""
+    queue_report = training_report = label_issues_report = load_report = features_report = ""
     with tempfile.TemporaryDirectory(prefix="casebook-bench-") as tmp:
         if args.only in (None, "import"):
             rows = run(args.quick, Path(tmp) / "import")
@@ -178,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             from bench import bench_load
 
             load_report = bench_load.run(20, 30 if args.quick else 120, 20_000)
+        if args.only in (None, "features"):
+            features_report = bench_features.run(args.quick, Path(tmp) / "features")
     if rows:
         print(format_table(rows))
         met = [row.met for row in rows if row.met is not None]
@@ -190,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         print(("\n" if rows or queue_report or training_report else "") + label_issues_report)
     if load_report:
         print("\n" + load_report)
+    if features_report:
+        print(("\n" if args.only is None else "") + features_report)
     print(f"\nwhole run {time.perf_counter() - started:.0f} s.")
     return 0
 
