@@ -745,6 +745,7 @@ def child_board(project_id: int, repeats: int) -> dict[str, Any]:
     from apps.cases.selectors import case_feature_matrix
     from apps.projects.models import Project
     from apps.review import feature_keys, selectors
+    from apps.review.filters import BoardFilters
 
     project = Project.objects.get(pk=project_id)
     features = selectors.board_features(project=project)
@@ -808,7 +809,7 @@ def child_board(project_id: int, repeats: int) -> dict[str, Any]:
             [project_id, *params, max(deep - 1, 0)],
         ).fetchone()
         for kind, keyset in (("first page", None), (f"page after {deep:,} rows", after)):
-            filters = selectors.BoardFilters.from_query(
+            filters = BoardFilters.from_query(
                 {**query, **({"after": f"{keyset[0]!r},{keyset[1]}"} if keyset else {})},
                 features=features,
             )
@@ -828,7 +829,7 @@ def child_board(project_id: int, repeats: int) -> dict[str, Any]:
                 lambda sql=page_sql, p=page_params: raw.execute(sql, p).fetchall(),
                 len(ours_rows),
             )
-        filters = selectors.BoardFilters.from_query(query, features=features)
+        filters = BoardFilters.from_query(query, features=features)
         count_sql = f"SELECT count(*) FROM review_labelissue li WHERE li.project_id = %s{where}"
         total, exact = selectors.label_issue_total(
             project=project, filters=filters, computation=computation

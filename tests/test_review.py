@@ -11,8 +11,9 @@ from apps.labeling.models import LabelTask, TaskKind
 from apps.modeling import services as modeling_services
 from apps.modeling.models import RunStatus, RunTrigger
 from apps.review import services
+from apps.review.filters import BoardFilters
 from apps.review.models import LabelIssue
-from apps.review.selectors import BoardFilters, label_issue_page
+from apps.review.selectors import label_issue_page
 
 pytestmark = pytest.mark.django_db
 

@@ -29,9 +29,10 @@ from apps.modeling.models import ModelVersion
 from apps.modeling.services import training_data
 from apps.projects.models import Membership, Project
 from apps.review import feature_keys
+from apps.review.filters import BoardFilters
 from apps.review.models import Comment, LabelIssue, LabelIssueComputation, Mention, SavedView
 from apps.review.ranking import label_verdicts
-from apps.review.selectors import BoardFilters, board_features
+from apps.review.selectors import board_features
 
 logger = logging.getLogger(__name__)
 

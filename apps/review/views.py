@@ -19,7 +19,7 @@ from apps.projects.selectors import (
     project_get_for_user,
 )
 from apps.review import selectors, services
-from apps.review.selectors import KINDS, BoardFilters
+from apps.review.filters import KINDS, BoardFilters
 
 
 @login_required
