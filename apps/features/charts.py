@@ -8,13 +8,14 @@ from typing import Any
 
 from django.utils.safestring import SafeString, mark_safe
 
-WIDTH, HEIGHT = 360, 120
+# About the width it is drawn at, so that its text matches the page's small print.
+WIDTH, HEIGHT = 540, 130
 LEFT, RIGHT, TOP, BOTTOM = 8, 8, 8, 22
 BAR = "#0f6e7a"
 
 
 def _number(value: float) -> str:
-    return f"{value:.4g}"
+    return f"{value:.3g}"
 
 
 def histogram_chart(histogram: dict[str, Any], title: str = "Distribution") -> SafeString | None:
@@ -34,6 +35,13 @@ def histogram_chart(histogram: dict[str, Any], title: str = "Distribution") -> S
             for i, n in enumerate(counts)
         ]
         ends = (_number(edges[0]), _number(edges[-1]))
+        # The end bins hold the few values beyond the drawn range (see _histogram).
+        if histogram.get("below"):
+            ends = (f"≤ {ends[0]}", ends[1])
+            hovers[0] = f"{hovers[0]} (with {histogram['below']:,} below)"
+        if histogram.get("above"):
+            ends = (ends[0], f"≥ {ends[1]}")
+            hovers[-1] = f"{hovers[-1]} (with {histogram['above']:,} above)"
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     top = max(counts) or 1
     step = plot_w / len(counts)

@@ -317,6 +317,10 @@ def preview_values(
             "median": _plain(float(np.nanmedian(values[mask])))
             if np.any(mask & ~np.isnan(values))
             else None,
+            # For a flag, the mean is the share of cases it holds for.
+            "mean": _plain(float(np.nanmean(values[mask])))
+            if np.any(mask & ~np.isnan(values))
+            else None,
         }
         for cls in classes
         if (mask := np.array([lab == cls for lab in sample.labels], dtype=bool)).any()
@@ -342,8 +346,23 @@ def _histogram(values: np.ndarray) -> dict[str, Any]:
         counts = [int(np.sum(values == v)) for v in distinct]
         return {"kind": "values", "values": distinct.tolist(), "counts": counts}
     low, high = float(values.min()), float(values.max())
+    below = above = 0
+    inner_low, inner_high = (float(q) for q in np.quantile(values, [0.005, 0.995]))
+    if inner_high > inner_low and inner_high - inner_low < 0.5 * (high - low):
+        # A long tail (a ratio of lab values) would squeeze the rest into one bar: draw the
+        # middle 99% and put the few beyond it into the end bars, saying so.
+        below = int(np.sum(values < inner_low))
+        above = int(np.sum(values > inner_high))
+        low, high = inner_low, inner_high
+        values = np.clip(values, low, high)
     counts, edges = np.histogram(values, bins=HISTOGRAM_BINS, range=(low, high))
-    return {"kind": "bins", "edges": edges.tolist(), "counts": counts.tolist()}
+    return {
+        "kind": "bins",
+        "edges": edges.tolist(),
+        "counts": counts.tolist(),
+        "below": below,
+        "above": above,
+    }
 
 
 def derived_preview(

@@ -69,6 +69,7 @@ def _page_context(
 ) -> dict[str, Any]:
     project = access.project
     current = selectors.feature_set_current(project=project)
+    raw_features = project_features(project=project)
     return {
         "project": project,
         "access": access,
@@ -78,7 +79,9 @@ def _page_context(
         "features": list(selectors.derived_feature_list(project=project)),
         "retired": list(selectors.derived_feature_list(project=project, retired=True)[:50]),
         "versions": list(selectors.feature_set_list(project=project)[:30]),
-        "raw_features": project_features(project=project),
+        "raw_features": raw_features,
+        # The raw features' groups, offered when choosing a derived feature's group.
+        "groups": sorted({f.group for f in raw_features if f.group}),
         "functions": [usage for _, _, usage in FUNCTIONS.values()],
         **_preview_context(preview),
     }

@@ -49,9 +49,13 @@ def _case_context(
                 {"feature": feature, "value": values.get(feature.name)}
             )
         # Derived features the project shows clinicians, computed from this case's raw values,
-        # in their group next to the raw ones.
+        # in their group next to the raw ones ("Labs" joins "labs": headings are shown in
+        # capitals, so nobody can see the difference when defining one).
+        same_group = {name.strip().lower(): name for name in groups}
         for derived in derived_for_labeling(project=project, raw_values=values):
-            groups.setdefault(derived["group"] or "Derived", []).append(
+            group = derived["group"] or "Derived"
+            group = same_group.get(group.strip().lower(), group)
+            groups.setdefault(group, []).append(
                 {"feature": derived, "value": derived["value"], "derived": True}
             )
         if project.show_predictions:

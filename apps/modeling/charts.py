@@ -7,6 +7,7 @@ polyline each. A charting library would bring a JavaScript bundle for the same.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from html import escape
@@ -306,9 +307,10 @@ def importance_chart(
     if not rows:
         return None
     shown = rows[:limit]
-    row_h, label_w, right = 18, 168, 52
-    width = 560
-    top, bottom = 24 if derived else 8, 34
+    # Drawn across a whole card: wide, so that its text stays the size of the page's.
+    row_h, label_w, right = 20, 190, 80
+    width = 900
+    top, bottom = 26 if derived else 8, 36
     plot_w = width - label_w - right
     height = top + row_h * len(shown) + bottom
     lows = [r["mean"] - r["std"] for r in shown]
@@ -316,8 +318,14 @@ def importance_chart(
     low, high = min(0.0, *lows), max(0.0, *highs)
     if high - low < 1e-9:
         high = low + 0.01
-    ticks = nice_ticks(low, high, 5)
+    ticks = nice_ticks(low, high, 6)
     low, high = min(low, ticks[0]), max(high, ticks[-1])
+    # Decimals enough to tell the ticks (and the bars) apart: drops in an objective are often
+    # thousandths.
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else high - low
+    tick_digits = max(0, -math.floor(math.log10(step))) if step > 0 else 3
+    biggest = max(abs(r["mean"]) for r in shown) or 1.0
+    value_digits = min(6, max(3, 2 - math.floor(math.log10(biggest))))
 
     def px(value: float) -> float:
         return label_w + (value - low) / (high - low) * plot_w
@@ -337,7 +345,7 @@ def importance_chart(
             f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top - 4}" y2="{top + row_h * len(shown) + 4}" '
             'class="grid"/>'
             f'<text x="{x:.1f}" y="{top + row_h * len(shown) + 17}" class="tick" '
-            f'text-anchor="middle">{_fmt(value) if abs(value) >= 1e-12 else "0"}</text>'
+            f'text-anchor="middle">{value:.{tick_digits}f}</text>'
         )
     zero = px(0.0)
     for i, row in enumerate(shown):
@@ -364,7 +372,7 @@ def importance_chart(
             )
         parts.append(
             f'<text x="{text_x + 4:.1f}" y="{y + row_h / 2 + 4:.1f}" class="tick">'
-            f"{row['mean']:.3f}</text>"
+            f"{row['mean']:.{value_digits}f}</text>"
         )
     parts.append(
         f'<line x1="{zero:.1f}" x2="{zero:.1f}" y1="{top - 4}" '

@@ -1471,8 +1471,10 @@ def _names(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def _moved(before: float, after: float, greater_is_better: bool, digits: int = 2) -> str:
-    """'raised … from 0.61 to 0.68' in the objective's direction."""
+def _moved(before: float, after: float, greater_is_better: bool) -> str:
+    """'raised … from 0.61 to 0.68' in the objective's direction (three decimals where two
+    would not show the difference)."""
+    digits = 2 if round(before, 2) != round(after, 2) else 3
     if round(before, digits) == round(after, digits):
         return f"left {{}} unchanged at {after:.{digits}f}"
     verb = "raised" if after > before else "lowered"
