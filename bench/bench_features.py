@@ -8,7 +8,7 @@
    the target is ours/numpy ≤ 2. Also the model's whole matrix (30 raw + 10 derived columns).
 2. The cost of permutation importance in a training run at 1,000,000 cases: the step
    `apps.modeling.ml.training.importance` on the 200,000 held-out cases of a fitted model
-   (logistic regression, and gradient boosting, whose slower predictions shrink the sample).
+   (logistic regression; gradient boosting, which predicts more slowly, on a smaller sample).
 
 No database: numpy arrays generated with a fixed seed, in this process. --quick: 100,000 cases.
 """
@@ -193,7 +193,8 @@ def measure_importance(n: int) -> list[dict[str, Any]]:
         pipeline.fit(values[fit_rows], y[fit_rows])
         fit_s = time.perf_counter() - started
         started = time.perf_counter()
-        effect = importance(pipeline, values[split:], y[split:], classes, objective, None, 0, RAW)
+        held_out = (values[split:], y[split:])
+        effect = importance(pipeline, *held_out, classes, objective, None, 0, RAW, family)
         out.append(
             {
                 "family": family,

@@ -65,14 +65,18 @@ MIN_LABELED_CASES = 10
 MIN_SLICE_CASES = 20
 CURVE_POINTS = 200
 CALIBRATION_BINS = 10
-# Permutation importance is measured on at most this many held-out cases, each feature
-# shuffled this many times, seeded; then, whatever the run's size, it costs about
-# features × repeats predictions of a few thousand cases. Models that predict slowly (forests)
-# get a smaller sample so that the step stays within about IMPORTANCE_SECONDS.
-IMPORTANCE_MAX_CASES = 5_000
+# Permutation importance is measured on a seeded sample of at most this many held-out cases
+# (for 30 features; fewer for more), each feature shuffled IMPORTANCE_REPEATS times: whatever
+# the run's size, it costs features × repeats predictions of a few thousand cases, about a
+# second for logistic regression. Families that predict more slowly get a smaller sample.
+# Fixed by family, not measured: the same run always draws the same sample.
+IMPORTANCE_CASES = {
+    "logistic_regression": 5_000,
+    "hist_gradient_boosting": 2_000,
+    "random_forest": 1_000,
+}
 IMPORTANCE_MIN_CASES = 300
 IMPORTANCE_REPEATS = 5
-IMPORTANCE_SECONDS = 1.0
 
 Progress = Callable[[int, str], None]
 
@@ -337,6 +341,7 @@ def importance(
     threshold: float | None,
     seed: int,
     feature_names: list[str] | None = None,
+    family: str = "logistic_regression",
 ) -> dict[str, Any]:
     """Permutation importance on (a seeded sample of) the held-out cases: how much the
     objective gets worse when one feature's values are shuffled among the cases (scikit-learn's
@@ -350,24 +355,18 @@ def importance(
         return {}
     names = list(feature_names or [f"feature {j + 1}" for j in range(width)])
     rng = np.random.default_rng(seed)
+    cap = IMPORTANCE_CASES.get(family, min(IMPORTANCE_CASES.values()))
+    wanted = max(IMPORTANCE_MIN_CASES, cap * 30 // max(30, width))
     take = np.arange(n)
-    if n > IMPORTANCE_MAX_CASES:
-        take = np.sort(rng.choice(n, IMPORTANCE_MAX_CASES, replace=False))
+    if n > wanted:
+        take = np.sort(rng.choice(n, wanted, replace=False))
     started = time.perf_counter()
-    with threadpool_limits(limits=1):
-        _proba_by_steps(pipeline, X[take[:50]], classes)  # warm: a first call costs more
-        timed = time.perf_counter()
-        proba = _proba_by_steps(pipeline, X[take], classes)
-        once = time.perf_counter() - timed
-    calls = width * IMPORTANCE_REPEATS
-    if once * calls > IMPORTANCE_SECONDS and len(take) > IMPORTANCE_MIN_CASES:
-        keep = max(IMPORTANCE_MIN_CASES, int(len(take) * IMPORTANCE_SECONDS / (once * calls)))
-        chosen = np.sort(rng.choice(len(take), keep, replace=False))
-        take, proba = take[chosen], proba[chosen]
     X_sample, y_sample = X[take], y[take]
     metric, spec = objective.describe(), objective
-    scorer = objective_scorer(spec, y_sample, classes, threshold)
-    if scorer(proba) is None:
+    scorer = objective_scorer(objective, y_sample, classes, threshold)
+    with threadpool_limits(limits=1):
+        baseline = scorer(_proba_by_steps(pipeline, X_sample, classes))
+    if baseline is None:
         # Undefined on these cases (one class only, say): fall back to balanced accuracy.
         spec = ObjectiveSpec(metric="balanced_accuracy")
         metric = spec.describe()
@@ -609,6 +608,7 @@ def train_and_evaluate(
         threshold,
         seed,
         feature_names,
+        family,
     )
     evaluation = {
         "objective": objective.to_dict(),
