@@ -690,10 +690,12 @@ def test_retiring_a_feature_another_reads_is_refused_and_cycles_cannot_be_made(
     )
     with pytest.raises(ValidationError, match="log_ratio reads ratio"):
         services.derived_feature_retire(feature=base, retired_by=reviewer)
-    with pytest.raises(ValidationError, match="unknown feature 'log_ratio'"):
+    with pytest.raises(ValidationError, match="log_ratio reads ratio, so ratio cannot read it"):
         services.derived_feature_change(
             feature=base, changed_by=reviewer, expression="log_ratio * 2"
         )
+    with pytest.raises(ValidationError, match="ratio cannot read itself"):
+        services.derived_feature_change(feature=base, changed_by=reviewer, expression="ratio + 1")
     with pytest.raises(ValidationError, match="Nothing changed"):
         services.derived_feature_change(feature=reader, changed_by=reviewer)
     version = services.derived_feature_change(

@@ -376,16 +376,30 @@ def derived_preview(
     the derived features in force (but not `replacing`, the one being changed, nor one that
     reads it: that would be a circle)."""
     current = feature_set_current(project=project)
-    definitions = definitions_from(current.definitions if current else [])
+    everything = definitions_from(current.definitions if current else [])
+    definitions = everything
     if replacing:
-        definitions = _without_dependents(definitions, replacing, project)
+        definitions = _without_dependents(everything, replacing, project)
     sample = sample if sample is not None else feature_sample(project=project)
-    return preview_values(
+    preview = preview_values(
         expression=expression,
         definitions=definitions,
         sample=sample,
         classes=list(project.classes),
     )
+    error = preview.error
+    left_out = {d.name for d in everything} - {d.name for d in definitions}
+    if error is not None and error.reason.startswith("unknown feature"):
+        name = error.reason.split("'")[1] if "'" in error.reason else ""
+        if name in left_out:
+            # Not unknown: reading it would make a circle.
+            reason = (
+                f"{replacing} cannot read itself"
+                if name == replacing
+                else f"{name} reads {replacing}, so {replacing} cannot read it (a circle)"
+            )
+            preview.error = ExpressionError(reason, error.position, error.end, expression)
+    return preview
 
 
 def _without_dependents(
