@@ -7,48 +7,33 @@ from apps.audit.context import request_origin
 from apps.audit.models import AuditAction, AuditEvent
 
 
-def _origin(request):
-    return request_origin(request) if request is not None else None
+def _record(action: str, user, name: str, summary: str, request) -> None:
+    # The request of the login, not the middleware's context: Django sends these signals
+    # from its own views and backends, sometimes before the middleware has run.
+    origin = request_origin(request) if request is not None else None
+    AuditEvent.objects.create(
+        actor=user,
+        actor_name=name,
+        action=action,
+        summary=summary,
+        ip=origin.ip if origin else None,
+        user_agent=origin.user_agent if origin else "",
+    )
 
 
 @receiver(user_logged_in)
 def _logged_in(sender, request, user, **kwargs) -> None:
-    origin = _origin(request)
-    AuditEvent.objects.create(
-        actor=user,
-        actor_name=user.username,
-        action=AuditAction.LOGIN,
-        summary=f"{user.username} logged in",
-        ip=origin.ip if origin else None,
-        user_agent=origin.user_agent if origin else "",
-    )
+    _record(AuditAction.LOGIN, user, user.username, f"{user.username} logged in", request)
 
 
 @receiver(user_logged_out)
 def _logged_out(sender, request, user, **kwargs) -> None:
-    if user is None:
-        return
-    origin = _origin(request)
-    AuditEvent.objects.create(
-        actor=user,
-        actor_name=user.username,
-        action=AuditAction.LOGOUT,
-        summary=f"{user.username} logged out",
-        ip=origin.ip if origin else None,
-        user_agent=origin.user_agent if origin else "",
-    )
+    if user is not None:
+        _record(AuditAction.LOGOUT, user, user.username, f"{user.username} logged out", request)
 
 
 @receiver(user_login_failed)
 def _login_failed(sender, credentials, request=None, **kwargs) -> None:
     # The name tried is kept (it may be a typo of a real one); the password never is.
     tried = str(credentials.get("username", ""))[:150]
-    origin = _origin(request)
-    AuditEvent.objects.create(
-        actor=None,
-        actor_name=tried,
-        action=AuditAction.LOGIN_FAILED,
-        summary=f"Failed login as {tried!r}",
-        ip=origin.ip if origin else None,
-        user_agent=origin.user_agent if origin else "",
-    )
+    _record(AuditAction.LOGIN_FAILED, None, tried, f"Failed login as {tried!r}", request)
