@@ -77,6 +77,8 @@ IMPORTANCE_CASES = {
 }
 IMPORTANCE_MIN_CASES = 300
 IMPORTANCE_REPEATS = 5
+# Pipeline steps that transform each column on its own (see importance).
+_COLUMNWISE = (SimpleImputer, StandardScaler)
 
 Progress = Callable[[int, str], None]
 
@@ -201,13 +203,16 @@ def predict_proba_aligned(pipeline: Pipeline, X: np.ndarray, classes: list[str])
     return aligned
 
 
-def _proba_by_steps(pipeline: Pipeline, X: np.ndarray, classes: list[str]) -> np.ndarray:
-    """`predict_proba_aligned` through the pipeline's steps one by one: the same numbers,
-    without the Pipeline's own checks, which cost more than a small batch's prediction."""
+def _proba_by_steps(pipeline: Any, X: np.ndarray, classes: list[str]) -> np.ndarray:
+    """`predict_proba_aligned` through the pipeline's steps one by one (or of a bare model):
+    the same numbers, without the Pipeline's own checks, which cost more than a small batch's
+    prediction."""
     data = X
-    for _, step in pipeline.steps[:-1]:
-        data = step.transform(data)
-    model = pipeline.steps[-1][1]
+    model = pipeline
+    if isinstance(pipeline, Pipeline):
+        for _, step in pipeline.steps[:-1]:
+            data = step.transform(data)
+        model = pipeline.steps[-1][1]
     raw = model.predict_proba(data)
     aligned = np.zeros((X.shape[0], len(classes)))
     for j, cls in enumerate(model.classes_):
@@ -374,8 +379,18 @@ def importance(
             return {}
         scorer = objective_scorer(spec, y_sample, classes)
     sign = 1.0 if spec.greater_is_better else -1.0
+    estimator: Any = pipeline
+    shuffled = X_sample
+    if all(isinstance(step, _COLUMNWISE) for _, step in pipeline.steps[:-1]):
+        # Imputing a column's median and scaling it each work on one column alone, so that
+        # shuffling a column before them is shuffling it after them: the sample goes through
+        # them once, and only the model predicts on every call. The same shuffles (the same
+        # seed), the same scores.
+        for _, step in pipeline.steps[:-1]:
+            shuffled = step.transform(shuffled)
+        estimator = pipeline.steps[-1][1]
 
-    def score(estimator: Pipeline, X_: np.ndarray, y_: np.ndarray) -> float:
+    def score(estimator: Any, X_: np.ndarray, y_: np.ndarray) -> float:
         # The labels are the sample's, read once by the scorer (permutation_importance passes
         # the same y on every call).
         value = scorer(_proba_by_steps(estimator, X_, classes))
@@ -385,8 +400,8 @@ def importance(
     # more than it saves, and twice that on a busy machine.
     with threadpool_limits(limits=1):
         result = permutation_importance(
-            pipeline,
-            X_sample,
+            estimator,
+            shuffled,
             y_sample,
             scoring=score,
             n_repeats=IMPORTANCE_REPEATS,
