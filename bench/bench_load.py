@@ -41,6 +41,7 @@ from apps.accounts.models import User
 from apps.projects.models import Project, Role
 from apps.projects.services import membership_set
 project = Project.objects.filter(name__icontains="heart").order_by("id").first()
+Project.objects.filter(pk=project.pk).update(auto_retrain={retrain})
 tokens = {{}}
 for i in range({n}):
     name = f"load-clinician-{{i:02d}}"
@@ -107,10 +108,10 @@ def _manage_json(topology: Topology, code: str) -> dict:
     return json.loads(topology.manage("shell", "-c", code).strip().splitlines()[-1])
 
 
-def run(clinicians: int, seconds: float, patients: int) -> str:
+def run(clinicians: int, seconds: float, patients: int, retrain: bool = True) -> str:
     topology = Topology(database="casebook_bench_load", redis_db=7, port=8073, patients=patients)
     with topology:
-        made = _manage_json(topology, MAKE_CLINICIANS.format(n=clinicians))
+        made = _manage_json(topology, MAKE_CLINICIANS.format(n=clinicians, retrain=retrain))
         project, classes = made["project"], made["classes"]
         clients = [Client(topology.base_url, token) for token in made["tokens"].values()]
         stats = [ClientStats() for _ in clients]
@@ -151,7 +152,8 @@ def run(clinicians: int, seconds: float, patients: int) -> str:
     lines = [
         f"Load: {clinicians} clinicians (API clients, one thread each) labeling for "
         f"{elapsed:.0f} s on the production topology (gunicorn x{topology.web_processes}, "
-        "Celery ml + default workers, beat; PostgreSQL, Redis; loopback)",
+        "Celery ml + default workers, beat; PostgreSQL, Redis; loopback)"
+        + ("" if retrain else "; retraining off"),
         "",
         f"labels stored            {stored:,} ({stored / elapsed:.1f} labels/s)",
         f"next case  p50/p95/p99   {pct(next_ms)} ms   ({len(next_ms):,} requests)",
@@ -171,8 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clinicians", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=120)
     parser.add_argument("--patients", type=int, default=20_000)
+    parser.add_argument(
+        "--no-retrain", action="store_true", help="the project does not retrain during the load"
+    )
     args = parser.parse_args(argv)
-    print(run(args.clinicians, args.seconds, args.patients))
+    print(run(args.clinicians, args.seconds, args.patients, retrain=not args.no_retrain))
     return 0
 
 
