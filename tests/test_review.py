@@ -442,6 +442,8 @@ def test_feature_ranges_return_what_they_say_and_missing_never_matches(wdbc, win
 
     # A page is looked for in windows of the ranking: tiny ones make every page span several.
     monkeypatch.setattr(selectors, "RANGE_WINDOW", window)
+    # On PostgreSQL the verdicts are written in COPYs of this many rows.
+    monkeypatch.setattr(services, "COPY_ROWS", 50)
     project, _, _, version = wdbc
     # Three labeled cases lose their mean radius before the verdicts are computed.
     blanked = list(
@@ -467,6 +469,7 @@ def test_feature_ranges_return_what_they_say_and_missing_never_matches(wdbc, win
     assert {r.case_id for r in rows} == expected(lambda r, t: edge <= r <= 18)
     assert any(r.range_values == [edge] for r in rows)  # the lower bound itself matches
     assert all(r.range_values == [radius[r.case_id]] for r in rows)
+    assert LabelIssue.objects.filter(project=project).count() == 398
     filters = BoardFilters.from_query(query, features=features)
     computation = label_issue_computation_latest(project=project)
     assert label_issue_total(project=project, filters=filters, computation=computation) == (

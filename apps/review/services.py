@@ -95,8 +95,6 @@ def label_issues_find(*, version_id: int) -> LabelIssueComputation | None:
     labeled_at = np.array([r[2].replace(tzinfo=None) for r in history], dtype="datetime64[us]")[
         where
     ]
-    # Every feature, not just the configuration's: the board filters on any of them.
-    keys = feature_keys.encode_rows(matrix.values[np.searchsorted(matrix.case_ids, data.case_ids)])
     given = np.asarray(classes, dtype=object)[verdicts.given]
     suggested = np.asarray(classes, dtype=object)[verdicts.suggested]
     rows = np.arange(len(label_ids))
@@ -113,7 +111,9 @@ def label_issues_find(*, version_id: int) -> LabelIssueComputation | None:
         "labeled_by_id": authors,
         "labeled_at": labeled_at,
         "occurred_at": data.occurred_at,
-        "feature_keys": keys,
+        # Each case's row in the feature matrix: every feature, not just the configuration's,
+        # is stored with the verdict, for the board's feature ranges.
+        "feature_row": np.searchsorted(matrix.case_ids, data.case_ids),
     }
     with transaction.atomic():
         # One writer per project at a time, and never an older version over a newer one.
@@ -122,7 +122,7 @@ def label_issues_find(*, version_id: int) -> LabelIssueComputation | None:
         if newest is not None and newest.model_version.number >= version.number:
             return None
         LabelIssue.objects.filter(project=project).delete()
-        _label_issues_write(project.pk, version.pk, columns)
+        _label_issues_write(project.pk, version.pk, columns, matrix.values)
         computation = LabelIssueComputation.objects.create(
             project=project,
             model_version=version,
@@ -181,29 +181,43 @@ def _board_summary(columns: dict[str, np.ndarray], classes: list[str], verdicts)
     }
 
 
-def _label_issues_write(project_id: int, version_id: int, columns: dict[str, np.ndarray]) -> None:
-    """A million verdicts in one binary COPY on PostgreSQL; bulk inserts elsewhere."""
+# Verdicts per binary COPY: the rows of a whole million, with their feature keys, would be
+# held in memory twice over (the fields, then the joined rows).
+COPY_ROWS = 100_000
+
+
+def _label_issues_write(
+    project_id: int, version_id: int, columns: dict[str, np.ndarray], features: np.ndarray
+) -> None:
+    """A million verdicts in binary COPYs on PostgreSQL; bulk inserts elsewhere. `features`
+    is the project's feature matrix, which columns["feature_row"] indexes."""
     n = len(columns["case_id"])
     if bulk.is_postgresql():
-        fields = {
-            "project_id": bulk.binary_int8(project_id, n),
-            "model_version_id": bulk.binary_int8(version_id, n),
-            "case_id": bulk.binary_int8(columns["case_id"], n),
-            "label_id": bulk.binary_int8(columns["label_id"], n),
-            "given_label": bulk.binary_text(list(columns["given_label"])),
-            "suggested_label": bulk.binary_text(list(columns["suggested_label"])),
-            "suggested_probability": bulk.binary_float8(columns["suggested_probability"], n),
-            "given_probability": bulk.binary_float8(columns["given_probability"], n),
-            "label_quality": bulk.binary_float8(columns["label_quality"], n),
-            "is_label_issue": bulk.binary_bool(columns["is_label_issue"], n),
-            "misclassified": bulk.binary_bool(columns["misclassified"], n),
-            "labeled_by_id": bulk.binary_int8(columns["labeled_by_id"], n),
-            "labeled_at": bulk.binary_timestamptz(columns["labeled_at"], n),
-            "occurred_at": bulk.binary_timestamptz(columns["occurred_at"], n),
-            "feature_keys": bulk.binary_bytea_rows(columns["feature_keys"]),
-        }
-        bulk.copy_binary(LabelIssue._meta.db_table, list(fields), list(fields.values()))
+        for start in range(0, n, COPY_ROWS):
+            part = {name: values[start : start + COPY_ROWS] for name, values in columns.items()}
+            m = len(part["case_id"])
+            fields = {
+                "project_id": bulk.binary_int8(project_id, m),
+                "model_version_id": bulk.binary_int8(version_id, m),
+                "case_id": bulk.binary_int8(part["case_id"], m),
+                "label_id": bulk.binary_int8(part["label_id"], m),
+                "given_label": bulk.binary_text(list(part["given_label"])),
+                "suggested_label": bulk.binary_text(list(part["suggested_label"])),
+                "suggested_probability": bulk.binary_float8(part["suggested_probability"], m),
+                "given_probability": bulk.binary_float8(part["given_probability"], m),
+                "label_quality": bulk.binary_float8(part["label_quality"], m),
+                "is_label_issue": bulk.binary_bool(part["is_label_issue"], m),
+                "misclassified": bulk.binary_bool(part["misclassified"], m),
+                "labeled_by_id": bulk.binary_int8(part["labeled_by_id"], m),
+                "labeled_at": bulk.binary_timestamptz(part["labeled_at"], m),
+                "occurred_at": bulk.binary_timestamptz(part["occurred_at"], m),
+                "feature_keys": bulk.binary_bytea_rows(
+                    feature_keys.encode_rows(features[part["feature_row"]])
+                ),
+            }
+            bulk.copy_binary(LabelIssue._meta.db_table, list(fields), list(fields.values()))
         return
+    keys = feature_keys.encode_rows(features[columns["feature_row"]])
     occurred = pd.to_datetime(columns["occurred_at"]).tz_localize("UTC")
     labeled = pd.to_datetime(columns["labeled_at"]).tz_localize("UTC")
     LabelIssue.objects.bulk_create(
@@ -223,7 +237,7 @@ def _label_issues_write(project_id: int, version_id: int, columns: dict[str, np.
                 labeled_by_id=int(columns["labeled_by_id"][i]),
                 labeled_at=labeled[i].to_pydatetime(),
                 occurred_at=None if pd.isna(occurred[i]) else occurred[i].to_pydatetime(),
-                feature_keys=columns["feature_keys"][i].tobytes(),
+                feature_keys=keys[i].tobytes(),
             )
             for i in range(n)
         ),
