@@ -10,9 +10,10 @@ requests), in its own database casebook_bench_queue. Then training (bench/bench_
 retrain of 1,000,000 labeled cases end to end against raw scikit-learn, and a burst of labels to
 a new model version through a real Celery worker on the demo cohort (--quick: 100,000 cases, one
 burst), in databases casebook_bench_training*. Then label issues (bench/bench_label_issues.py):
-the review board's ranking against the demos' deliberately flipped labels, and
-label_issues_find on 1,000,000 labeled cases against scikit-learn and cleanlab (--quick:
-100,000), in databases casebook_bench_label_issues*. Then derived features
+the review board's ranking against the demos' deliberately flipped labels,
+label_issues_find on 1,000,000 labeled cases against scikit-learn and cleanlab, and the board's
+page queries on 1,000,000 label issues (--quick: 100,000), in databases
+casebook_bench_label_issues* and casebook_bench_board. Then derived features
 (bench/bench_features.py, no database): ten expressions over 1,000,000 cases × 30 features
 against the same in numpy, and the cost of permutation importance in a run (--quick: 100,000).
 `--only import`, `--only queue`, `--only training`, `--only label_issues`, `--only load` or
