@@ -138,15 +138,13 @@ def run(quick: bool, workdir: Path) -> list[Row]:
     rows += measured
     path.unlink()
     say(f"feature load of {load_size:,} cases")
-    rows.append(
-        bench_feature_load.run(
-            load_project,
-            load_size,
-            workdir / "features.parquet",
-            var_dir,
-            LOAD_TARGETS.get(load_size),
-            repeats=2,
-        )
+    rows += bench_feature_load.run(
+        load_project,
+        load_size,
+        workdir / "features.parquet",
+        var_dir,
+        LOAD_TARGETS.get(load_size),
+        repeats=2,
     )
     return rows
 

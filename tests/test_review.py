@@ -21,12 +21,21 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def wdbc(settings, tmp_path):
     """The breast-cancer demo project (40 of 398 labels flipped on purpose), trained once."""
+    return _wdbc_load(settings, tmp_path)
+
+
+def _wdbc_load(settings, tmp_path, edit=None):
+    """The breast-cancer project, its cases first passed through `edit` (a function of the
+    cases' DataFrame): a case's features never change once stored, so a test that needs other
+    values imports them."""
     from apps.workbench import demo_data
     from apps.workbench.demo import demo_project_load, demo_users_ensure
 
     settings.CASEBOOK_MODEL_DIR = tmp_path / "models"
     users = demo_users_ensure(password="a-long-test-password")
     dataset = demo_data.breast_cancer()
+    if edit is not None:
+        edit(dataset.cases)
     project = demo_project_load(dataset=dataset, users=users).project
     run, _ = modeling_services.training_run_request(project=project, trigger=RunTrigger.MANUAL)
     run = modeling_services.training_run_execute(run_id=run.pk)
@@ -384,20 +393,19 @@ def test_mentions_end_before_punctuation_and_blind_threads_stay_hidden_in_the_ap
     assert api.get(f"/api/cases/{case.pk}/comments").json() == []
 
 
-def test_a_constant_feature_still_counts_every_case(wdbc):
+def test_a_constant_feature_still_counts_every_case(settings, tmp_path):
+    import numpy as np
+
     from apps.cases.models import Case
     from apps.review.selectors import error_rates_by_feature_band
 
-    project, _, _, version = wdbc
-    services.label_issues_find(version_id=version.pk)
-    import numpy as np
+    def constant_radius(cases):
+        cases["mean_radius"] = 1.0
 
+    project, _, _, version = _wdbc_load(settings, tmp_path, constant_radius)
+    services.label_issues_find(version_id=version.pk)
     first = Case.objects.filter(project=project).first()
     width = len(np.frombuffer(bytes(first.features), dtype="<f8"))
-    for case in Case.objects.filter(project=project):
-        values = np.frombuffer(bytes(case.features), dtype="<f8").copy()
-        values[0] = 1.0
-        Case.objects.filter(pk=case.pk).update(features=values.tobytes())
     bands = error_rates_by_feature_band(project=project, feature="mean_radius")
     assert width == 30 and len(bands) == 1 and bands[0]["cases"] == 398
 
@@ -427,7 +435,9 @@ def _all_rows(project, query, features):
 
 
 @pytest.mark.parametrize("window", [5, 2000])
-def test_feature_ranges_return_what_they_say_and_missing_never_matches(wdbc, window, monkeypatch):
+def test_feature_ranges_return_what_they_say_and_missing_never_matches(
+    settings, tmp_path, window, monkeypatch
+):
     import math
 
     import numpy as np
@@ -444,15 +454,17 @@ def test_feature_ranges_return_what_they_say_and_missing_never_matches(wdbc, win
     monkeypatch.setattr(selectors, "RANGE_WINDOW", window)
     # On PostgreSQL the verdicts are written in COPYs of this many rows.
     monkeypatch.setattr(services, "COPY_ROWS", 50)
-    project, _, _, version = wdbc
-    # Three labeled cases lose their mean radius before the verdicts are computed.
-    blanked = list(
-        Case.objects.filter(project=project).exclude(current_label="").order_by("id")[:3]
-    )
-    for case in blanked:
-        values = np.frombuffer(bytes(case.features), dtype="<f8").copy()
-        values[0] = np.nan
-        Case.objects.filter(pk=case.pk).update(features=values.tobytes())
+    # Three labeled cases come without their mean radius.
+    blanked_external_ids = []
+
+    def blank_radius(cases):
+        rows = cases.index[cases["label"] != ""][:3]
+        cases.loc[rows, "mean_radius"] = np.nan
+        blanked_external_ids.extend(cases.loc[rows, "external_id"])
+
+    project, _, _, version = _wdbc_load(settings, tmp_path, blank_radius)
+    blanked = list(Case.objects.filter(project=project, external_id__in=blanked_external_ids))
+    assert len(blanked) == 3
     services.label_issues_find(version_id=version.pk)
     features = board_features(project=project)
     radius = _feature_column(project, "mean_radius")

@@ -8,7 +8,7 @@ import numpy as np
 from django.db import connection
 from django.db.models import QuerySet
 
-from apps.cases import bulk
+from apps.cases import bulk, feature_cache
 from apps.cases.models import Case, ImportBatch
 from apps.projects.models import Feature, Project
 
@@ -33,19 +33,33 @@ def case_feature_matrix(*, project_id: int) -> FeatureMatrix:
         .values_list("name", flat=True)
     )
     width = len(names)
-    loaded = (
-        _feature_rows_copy(int(project_id), width) if connection.vendor == "postgresql" else None
+
+    def read(after: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        loaded = (
+            _feature_rows_copy(int(project_id), width, after)
+            if connection.vendor == "postgresql"
+            else None
+        )
+        return loaded or _feature_rows_fetch(project_id, width, after)
+
+    ids, occurred, values = feature_cache.matrix_rows(
+        project_id=int(project_id), names=names, read=read
     )
-    ids, occurred, values = loaded or _feature_rows_fetch(project_id, width)
     return FeatureMatrix(case_ids=ids, occurred_at=occurred, values=values, feature_names=names)
 
 
-def _feature_rows_fetch(project_id: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Any database: rows fetched as Python tuples, the packed vectors joined into one buffer."""
+def _feature_rows_fetch(
+    project_id: int, width: int, after: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Any database: rows fetched as Python tuples, the packed vectors joined into one buffer.
+    Only cases with ids above `after`, when given."""
     table = Case._meta.db_table
-    sql = f"SELECT id, occurred_at, features FROM {table} WHERE project_id = %s ORDER BY id"
+    sql = (
+        f"SELECT id, occurred_at, features FROM {table} WHERE project_id = %s AND id > %s"
+        f" ORDER BY id"
+    )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [project_id])
+        cursor.execute(sql, [project_id, -1 if after is None else int(after)])
         rows = cursor.fetchall()
     n = len(rows)
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
@@ -70,7 +84,7 @@ _CHUNK_CASES = 32_768
 
 
 def _feature_rows_copy(
-    project_id: int, width: int
+    project_id: int, width: int, after: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """PostgreSQL: the cases concatenated by the server, a chunk of ids to a row, into bytea
     that numpy reads as is (ids as int8send, vectors as stored, times as timestamptz_send).
@@ -85,7 +99,7 @@ def _feature_rows_copy(
     # computed chunk number made the planner sort a million vectors on disk first.
     sql = (
         f"WITH span AS (SELECT MIN(id) AS low, MAX(id) AS high FROM {table}"
-        f" WHERE project_id = %s)"
+        f" WHERE project_id = %s AND id > %s)"
         f" SELECT c.* FROM span, generate_series(span.low, span.high, {_CHUNK_CASES:d}) AS s,"
         f" LATERAL (SELECT string_agg(int8send(id), ''::bytea),"
         f" string_agg(features, ''::bytea),"
@@ -96,7 +110,8 @@ def _feature_rows_copy(
         f" FROM {table} WHERE project_id = %s AND id >= s AND id < s + {_CHUNK_CASES:d}) AS c"
     )
     pid = int(project_id)
-    chunks = [c for c in bulk.fetch_binary(sql, [pid, 8 * width, pid]) if c[0] is not None]
+    low = -1 if after is None else int(after)
+    chunks = [c for c in bulk.fetch_binary(sql, [pid, low, 8 * width, pid]) if c[0] is not None]
     if not all(chunk[4] for chunk in chunks):
         return None
     ids = np.frombuffer(b"".join(c[0] for c in chunks), dtype=">i8").astype(np.int64)

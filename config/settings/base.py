@@ -134,6 +134,9 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
 # Where model files are written (skops format).
 CASEBOOK_MODEL_DIR = Path(env_str("CASEBOOK_MODEL_DIR", str(VAR_DIR / "models")))
+# Each project's feature matrix is kept here, on this machine's disk, between the runs that read
+# it (apps/cases/feature_cache.py); safe to delete at any time. Empty turns the copy off.
+CASEBOOK_FEATURE_CACHE_DIR = env_str("CASEBOOK_FEATURE_CACHE_DIR", str(VAR_DIR / "feature-cache"))
 # The scheduler looks for projects whose labels changed this often (seconds).
 CASEBOOK_RETRAIN_POLL_SECONDS = env_int("CASEBOOK_RETRAIN_POLL_SECONDS", 10)
 # A training run whose worker has not beaten its heart for this long is tried again (once).
