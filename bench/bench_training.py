@@ -403,6 +403,7 @@ def install_stages(clock: StageClock) -> None:
         (services, "predict_proba_aligned", "predict_proba"),
         (training, "evaluate", "held-out metrics (evaluate)"),
         (training, "curves", "curves (ROC, PR, calibration)"),
+        (training, "importance", "permutation importance (importance)"),
         (training, "month_slices", "objective per month (month_slices)"),
         (services, "month_slices", "objective per month (month_slices)"),
         (services, "model_save", "save the model (model_save, skops)"),

@@ -236,3 +236,28 @@ def test_the_same_snapshot_and_seed_give_the_same_model():
     assert np.array_equal(first.pipeline.predict_proba(X), again.pipeline.predict_proba(X))
     assert not np.array_equal(first.pipeline.predict_proba(X), other.pipeline.predict_proba(X))
     assert first.threshold == again.threshold
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_time_split_is_a_stable_sort_by_date(seed):
+    """The partition that cuts the time split gives exactly what sorting by date (ties in case
+    order, undated cases first) would: the same cases train, the same are held out."""
+    from apps.modeling.ml.training import split_holdout
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(3, 500))
+    start = np.datetime64("2024-01-01T00:00:00", "us")
+    days = rng.integers(0, int(rng.integers(1, 30)), n)  # few distinct dates: many ties
+    occurred = start + days.astype("timedelta64[D]").astype("timedelta64[us]")
+    occurred[rng.random(n) < 0.05] = np.datetime64("NaT")
+    if (~np.isnat(occurred)).mean() < 0.9:
+        occurred[np.isnat(occurred)] = start
+    y = np.array(["a", "b"] * n, dtype=object)[:n]
+    for fraction in (0.01, 0.2, 0.5, 0.99):
+        train, test, split = split_holdout(occurred, y, fraction, seed=0)
+        n_test = max(1, round(n * fraction))
+        by_date = np.where(np.isnat(occurred), np.datetime64("1900-01-01"), occurred)
+        order = np.argsort(by_date, kind="stable")
+        assert split == "time"
+        np.testing.assert_array_equal(train, np.sort(order[: n - n_test]))
+        np.testing.assert_array_equal(test, np.sort(order[n - n_test :]))

@@ -8,6 +8,7 @@ import os
 import threading
 import traceback
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -492,21 +493,33 @@ def run_columns(
         raise TrainingError(f"A derived feature cannot be computed: {error}") from error
 
 
-def _snapshot_kept(project_id: int, watermark: int, path: Path) -> tuple[LabelSnapshot, tuple]:
-    """Read the label snapshot, write it to `path` and digest it."""
+def _snapshot_kept(
+    project_id: int, watermark: int, path: Path, side: ThreadPoolExecutor
+) -> tuple[LabelSnapshot, tuple, Future]:
+    """Read the label snapshot and digest it; its file is written to `path` by `side`, beside
+    the fit (the fit leaves the second core mostly idle). Wait for the returned future before
+    the run counts as done."""
     snapshot = label_snapshot(project_id=project_id, watermark=watermark)
-    snapshot.to_frame().to_parquet(path, index=False)
-    return snapshot, (snapshot.sha256(), snapshot.content_sha256())
+    kept = side.submit(lambda: snapshot.to_frame().to_parquet(path, index=False))
+    return snapshot, (snapshot.sha256(), snapshot.content_sha256()), kept
 
 
-def _snapshot_and_features(project_id: int, watermark: int, path: Path):
-    """The label snapshot (kept and digested), then the feature matrix. Not side by side: on
-    two cores both reads keep the database busy, and together they took longer."""
-    snapshot, digests = _snapshot_kept(project_id, watermark, path)
-    return snapshot, digests, case_feature_matrix(project_id=project_id)
+def _snapshot_and_features(project_id: int, watermark: int, path: Path, side: ThreadPoolExecutor):
+    """The label snapshot (digested, its file being written), then the feature matrix. Not
+    side by side: on two cores both reads keep the database busy, and together they took
+    longer."""
+    snapshot, digests, kept = _snapshot_kept(project_id, watermark, path, side)
+    return snapshot, digests, kept, case_feature_matrix(project_id=project_id)
 
 
 def _train(run: TrainingRun, written: list[Path]) -> None:
+    # Leaving the block waits for the side's work, so a failed run never leaves a file being
+    # written after its files are removed.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="run-files") as side:
+        _train_with(run, written, side)
+
+
+def _train_with(run: TrainingRun, written: list[Path], side: ThreadPoolExecutor) -> None:
     project = run.project
     classes = list(project.classes)
     objective = _objective_for(run)
@@ -521,7 +534,9 @@ def _train(run: TrainingRun, written: list[Path]) -> None:
     stem = f"run-{run.pk}-a{run.attempts}"
     snapshot_path = folder / f"{stem}-labels.parquet"
     written.append(snapshot_path)
-    snapshot, digests, matrix = _snapshot_and_features(project.pk, watermark, snapshot_path)
+    snapshot, digests, snapshot_kept, matrix = _snapshot_and_features(
+        project.pk, watermark, snapshot_path, side
+    )
     data = training_data(
         snapshot_case_ids=snapshot.case_ids,
         snapshot_values=snapshot.values,
@@ -545,6 +560,15 @@ def _train(run: TrainingRun, written: list[Path]) -> None:
     if run.trigger == RunTrigger.AUTO and _same_as_last_model(run, snapshot.content_sha256()):
         return
     _progress(run.pk, 20, f"Loaded {len(data.y)} labeled cases")
+
+    def predict_every_case(pipeline: Pipeline) -> np.ndarray:
+        # What version_predictions_store would compute, made while the held-out cases are
+        # evaluated: the same columns, the same pipeline.
+        X_all = run_columns(
+            names=data.feature_names, derived=run.params.get("derived") or [], matrix=matrix
+        )
+        return predict_proba_aligned(pipeline, X_all, classes)
+
     result = train_and_evaluate(
         data.X,
         data.y,
@@ -555,7 +579,9 @@ def _train(run: TrainingRun, written: list[Path]) -> None:
         progress=lambda percent, message: _progress(run.pk, percent, message),
         objective=objective,
         feature_names=data.feature_names,
+        after_fit=predict_every_case,
     )
+    snapshot_kept.result()  # the snapshot file is complete before the version can exist
     result.metrics["window"] = data.window
     train_times = data.occurred_at[result.train_index]
     train_times = train_times[~np.isnat(train_times)]
@@ -598,7 +624,12 @@ def _train(run: TrainingRun, written: list[Path]) -> None:
             raise TrainingError("The run was abandoned while training.")
     # The version stands from here on; what follows is repeated by the mender if a worker
     # dies in it (see training_runs_mend).
-    version_predictions_store(version_id=version.pk, pipeline=result.pipeline, matrix=matrix)
+    version_predictions_store(
+        version_id=version.pk,
+        pipeline=result.pipeline,
+        matrix=matrix,
+        proba=result.extra.get("after_fit"),
+    )
     TrainingRun.objects.filter(pk=run.pk).update(progress=100, progress_message="Done")
     # The chain goes on in a task of its own (the review board's label issues), by name: the
     # modeling app does not import the review app.
@@ -610,25 +641,34 @@ def _predictions_path(version: ModelVersion) -> Path:
 
 
 def version_predictions_store(
-    *, version_id: int, pipeline: Pipeline | None = None, matrix=None, deploy_if_due: bool = True
+    *,
+    version_id: int,
+    pipeline: Pipeline | None = None,
+    matrix=None,
+    deploy_if_due: bool = True,
+    proba: np.ndarray | None = None,
 ) -> ModelVersion:
     """Predict every case of the project with a model version and keep the probabilities
     (Parquet, one column per class). With `deploy_if_due`, deploys the version when the
     project has none in production yet, or when it deploys every new version automatically and
-    this one is newer than production. Idempotent."""
+    this one is newer than production. Idempotent. `proba`: the version's probabilities for
+    every case of `matrix`, when the caller has them already."""
     version = ModelVersion.objects.select_related("training_run", "project").get(pk=version_id)
     project = version.project
     classes = list(project.classes)
     if not version.predictions_path or not Path(version.predictions_path).is_file():
-        pipeline = pipeline or version_model(version)
         matrix = matrix or case_feature_matrix(project_id=project.pk)
-        run = version.training_run
-        # The features as the version was trained with them: a derived one is computed from
-        # the definition the run recorded, even if it was changed or retired since.
-        X = run_columns(
-            names=list(run.feature_names), derived=run.params.get("derived") or [], matrix=matrix
-        )
-        proba = predict_proba_aligned(pipeline, X, classes)
+        if proba is None or len(proba) != len(matrix.case_ids):
+            pipeline = pipeline or version_model(version)
+            run = version.training_run
+            # The features as the version was trained with them: a derived one is computed
+            # from the definition the run recorded, even if it was changed or retired since.
+            X = run_columns(
+                names=list(run.feature_names),
+                derived=run.params.get("derived") or [],
+                matrix=matrix,
+            )
+            proba = predict_proba_aligned(pipeline, X, classes)
         frame = pd.DataFrame(proba, columns=classes)
         frame.insert(0, "case_id", matrix.case_ids)
         path = _predictions_path(version)
