@@ -7,15 +7,17 @@ model version through a real Celery worker.
    The project's first run (a fresh child process) reads the feature matrix from PostgreSQL
    and keeps its copy on disk (apps/cases/feature_cache.py); then 1,000 cases are relabeled
    through `label_record`, and the retrain that follows, in another fresh child process, is
-   the figure the target is about. Each run is `training_run_request` (manual trigger) then
-   `training_run_execute`, which is what the Celery task calls: label snapshot and feature
-   matrix loaded, threshold cross-validated on at most 50,000 training cases, fit on the
-   older 80%, evaluated on the newest 20%, model saved (skops), every case predicted into a
-   Parquet file, and the first version deployed (its case scores are stored by the deploy's
-   own task on the default queue, which this benchmark does not run). Wall time and peak
-   memory of each call, split by stage: the child wraps the main functions (monkeypatching,
-   in this process only; the app is not changed) and records each one's time, the time its
-   SQL took through Django's cursor, and how far its peak resident memory rose.
+   the figure the target is about: three retrains and three raw runs, alternating, each side's
+   median reported (one fit of a million cases varied by ±10% between runs). Each run is
+   `training_run_request` (manual trigger) then `training_run_execute`, which is what the
+   Celery task calls: label snapshot and feature matrix loaded, threshold cross-validated on
+   at most 50,000 training cases, fit on the older 80%, evaluated on the newest 20% (every
+   case predicted meanwhile), model saved (skops), the predictions kept in a Parquet file,
+   and the first version deployed (its case scores are stored by the deploy's own task on
+   the default queue, which this benchmark does not run). Wall time and peak memory of each
+   call, split by stage: the child wraps the main functions (monkeypatching, in this process
+   only; the app is not changed) and records each one's time, the time its SQL took through
+   Django's cursor, and how far its peak resident memory rose.
    "raw" is scikit-learn alone on the same data held in memory (same generator, same seed):
    SimpleImputer(median) -> StandardScaler -> LogisticRegression(max_iter=1000), the app's
    logistic-regression pipeline, fit on the same older 80% and `predict_proba` of every case.
@@ -106,6 +108,8 @@ TARGET_MEMORY_RATIO = 2.0
 TARGET_BURST_S = 15.0
 # Labels changed between the first run and the retrain that is measured against the target.
 RELABELS = 1_000
+# Retrains and raw runs, alternating; the median of each is reported.
+REPEATS = 3
 DEMO_PATIENTS = 20_000
 # Bounded waits (seconds): a step that takes longer is reported as not reached.
 PREPARE_TIMEOUT = 600
@@ -939,6 +943,11 @@ class RetrainResult:
     busy: dict[str, float]
 
 
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median time (the lower middle one of an even count)."""
+    return sorted(runs, key=lambda r: r["seconds"])[(len(runs) - 1) // 2]
+
+
 def run_retrain(workdir: Path, size: int) -> RetrainResult:
     from bench.bench_queue import wait_quiet
 
@@ -972,25 +981,38 @@ def run_retrain(workdir: Path, size: int) -> RetrainResult:
             env,
             PREPARE_TIMEOUT,
         )
-        _checkpoint(TRAINING_DB)
-        busy["ours"] = wait_quiet()
-        say(f"ours: retrain, training_run_execute on {size:,} cases")
-        ours = run_module(
-            "bench_training",
-            ["ours", "--project-id", str(prepared["project_id"])],
-            env,
-            OURS_TIMEOUT,
-        )
-        busy["raw"] = wait_quiet()
-        say(f"raw: scikit-learn fit and predict_proba on {size:,} cases")
+        # A single fit of a million cases varied by ±10% between runs on the same machine:
+        # each side runs REPEATS times, alternating, and the median run is reported.
+        retrains: list[dict[str, Any]] = []
+        raws: list[dict[str, Any]] = []
         # Raw fits the labels as imported: the first run's predictions are the ones to match.
         compare = first.get("predictions_path") or ""
-        raw = run_module(
-            "bench_training",
-            ["raw", "--size", str(size), *(["--compare", compare] if compare else [])],
-            env,
-            RAW_TIMEOUT,
-        )
+        for attempt in range(REPEATS):
+            _checkpoint(TRAINING_DB)
+            busy[f"ours {attempt + 1}"] = wait_quiet()
+            say(f"ours: retrain {attempt + 1} of {REPEATS}, training_run_execute on {size:,} cases")
+            retrains.append(
+                run_module(
+                    "bench_training",
+                    ["ours", "--project-id", str(prepared["project_id"])],
+                    env,
+                    OURS_TIMEOUT,
+                )
+            )
+            busy[f"raw {attempt + 1}"] = wait_quiet()
+            say(f"raw {attempt + 1} of {REPEATS}: scikit-learn fit and predict_proba")
+            raws.append(
+                run_module(
+                    "bench_training",
+                    ["raw", "--size", str(size), *(["--compare", compare] if compare else [])],
+                    env,
+                    RAW_TIMEOUT,
+                )
+            )
+        ours = _median_run(retrains)
+        raw = _median_run(raws)
+        ours["all_seconds"] = [r["seconds"] for r in retrains]
+        raw["all_seconds"] = [r["seconds"] for r in raws]
     finally:
         csv.unlink(missing_ok=True)
         _pg_drop_create(TRAINING_DB, create=False)
@@ -1042,6 +1064,11 @@ RETRAIN_COLUMNS = [
 ]
 
 
+def _runs(result: dict[str, Any]) -> str:
+    seconds = result.get("all_seconds") or [result["seconds"]]
+    return "/".join(f"{s:.1f}" for s in sorted(seconds)) + " s"
+
+
 def report_retrain(r: RetrainResult) -> tuple[str, list[bool]]:
     ours, raw = r.ours, r.raw
     size = f"{r.size:,} x {FEATURES}"
@@ -1085,8 +1112,9 @@ def report_retrain(r: RetrainResult) -> tuple[str, list[bool]]:
             f"{time_ratio:.2f}",
             f"<= {TARGET_TIME_RATIO:g}x",
             _met(time_met),
-            f"{state}; after {r.relabeled.get('relabeled', 0):,} relabels; features from the"
-            " copy" + (f" ({retrain_matrix['seconds']:.2f} s)" if retrain_matrix else ""),
+            f"{state}; median of {_runs(ours)} against {_runs(raw)}; after "
+            f"{r.relabeled.get('relabeled', 0):,} relabels; features from the copy"
+            + (f" ({retrain_matrix['seconds']:.2f} s)" if retrain_matrix else ""),
         ],
         [
             "retrain end to end: peak memory",
@@ -1116,22 +1144,24 @@ def report_retrain(r: RetrainResult) -> tuple[str, list[bool]]:
             ]
         )
     predict = _stage(ours, "predict_proba", under="predict all + store (version_predictions_store)")
-    if predict:
-        difference = raw.get("max_abs_difference")
-        rows.append(
-            [
-                "  of which predict all",
-                size,
-                f"{predict['seconds']:.1f} s",
-                f"{raw['predict_s']:.1f} s",
-                "Pipeline.predict_proba",
-                f"{predict['seconds'] / raw['predict_s']:.2f}",
-                "-",
-                "-",
-                "first run's stored predictions = raw's, max |diff| "
-                + ("-" if difference is None else f"{difference:.1e}"),
-            ]
-        )
+    difference = raw.get("max_abs_difference")
+    same = "first run's stored predictions = raw's, max |diff| " + (
+        "-" if difference is None else f"{difference:.1e}"
+    )
+    rows.append(
+        [
+            "  of which predict all",
+            size,
+            # Ours predicts every case in a thread while the held-out cases are evaluated.
+            f"{predict['seconds']:.1f} s" if predict else "beside",
+            f"{raw['predict_s']:.1f} s",
+            "Pipeline.predict_proba",
+            f"{predict['seconds'] / raw['predict_s']:.2f}" if predict else "-",
+            "-",
+            "-",
+            same if predict else f"{same}; ours runs beside the held-out evaluation",
+        ]
+    )
     text = [
         f"Retrain end to end (training_run_execute, default configuration: logistic "
         f"regression) against raw scikit-learn, {r.size:,} labeled cases. The project's first "

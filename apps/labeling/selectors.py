@@ -152,6 +152,8 @@ class LabelSnapshot:
     label_ids: np.ndarray
     values: np.ndarray  # object array of class names
     watermark: int
+    # Each value's position among the project's classes, when the reader had it anyway.
+    codes: np.ndarray | None = None
 
     def sha256(self) -> str:
         digest = hashlib.sha256()
@@ -241,6 +243,7 @@ def _label_snapshot_copy(
         label_ids=label_ids[keep],
         values=names[klass[keep]],
         watermark=watermark,
+        codes=klass[keep] - 1,
     )
 
 

@@ -426,10 +426,16 @@ class TrainingData:
     case_ids: np.ndarray
     feature_names: list[str]
     window: dict[str, Any]
+    y_codes: np.ndarray | None = None  # each label's class position, when the snapshot had it
 
 
 def training_data(
-    *, snapshot_case_ids: np.ndarray, snapshot_values: np.ndarray, matrix, params: dict[str, Any]
+    *,
+    snapshot_case_ids: np.ndarray,
+    snapshot_values: np.ndarray,
+    matrix,
+    params: dict[str, Any],
+    snapshot_codes: np.ndarray | None = None,
 ) -> TrainingData:
     """Cut a label snapshot down to the run's window and features. The same function serves a
     run and its reproduction, so both see exactly the same rows and columns."""
@@ -463,6 +469,7 @@ def training_data(
         case_ids=snapshot_case_ids[keep],
         feature_names=names,
         window=window,
+        y_codes=None if snapshot_codes is None else snapshot_codes[keep],
     )
 
 
@@ -542,6 +549,7 @@ def _train_with(run: TrainingRun, written: list[Path], side: ThreadPoolExecutor)
         snapshot_values=snapshot.values,
         matrix=matrix,
         params=run.params,
+        snapshot_codes=snapshot.codes,
     )
     recorded = TrainingRun.objects.filter(
         pk=run.pk, status=RunStatus.RUNNING, attempts=run.attempts
@@ -580,6 +588,7 @@ def _train_with(run: TrainingRun, written: list[Path], side: ThreadPoolExecutor)
         objective=objective,
         feature_names=data.feature_names,
         after_fit=predict_every_case,
+        y_codes=data.y_codes,
     )
     snapshot_kept.result()  # the snapshot file is complete before the version can exist
     result.metrics["window"] = data.window

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from sklearn.calibration import calibration_curve
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.impute import SimpleImputer
@@ -438,9 +437,11 @@ def importance(
     }
 
 
-def _cv_folds(y: np.ndarray, wanted: int) -> int:
-    # Counted by hashing: np.unique would sort a million Python strings.
-    counts = pd.Series(y, copy=False).value_counts()
+def _cv_folds(codes: np.ndarray, wanted: int) -> int:
+    """Folds possible with `codes` (class positions): no more than the rarest class present
+    has cases; none with fewer than two classes."""
+    counts = np.bincount(codes)
+    counts = counts[counts > 0]
     return int(min(wanted, counts.min())) if len(counts) >= 2 else 0
 
 
@@ -475,21 +476,25 @@ def cross_validate(
     objective: ObjectiveSpec,
     families: tuple[str, ...],
     report: Progress,
+    y_codes: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Cross-validate each candidate family on (a sample of) the training part.
 
     Returns the summary (per family: the threshold chosen on its out-of-fold predictions and
-    the objective per fold) and the positions of the cases used.
+    the objective per fold) and the positions of the cases used. `y_codes`: `y` as class
+    positions, when the caller has them (on a million labels, working them out here held the
+    interpreter for a tenth of a second or more, beside the final fit).
     """
-    folds = _cv_folds(y, int(params.get("cv_folds", DEFAULT_PARAMS["cv_folds"])))
+    # Integer class positions, not names: counting and stratifying on strings sorted or hashed
+    # a Python object per case.
+    codes = class_indices(y, classes) if y_codes is None else y_codes
+    folds = _cv_folds(codes, int(params.get("cv_folds", DEFAULT_PARAMS["cv_folds"])))
     limit = int(params.get("cv_max_cases", DEFAULT_PARAMS["cv_max_cases"]))
     used = np.arange(len(y))
     if len(y) > limit:
-        # Stratified on integer class positions: on class names the split sorted strings.
-        strata = class_indices(y, classes)
-        used, _ = train_test_split(used, train_size=limit, random_state=seed, stratify=strata)
+        used, _ = train_test_split(used, train_size=limit, random_state=seed, stratify=codes)
         used = np.sort(used)
-        folds = _cv_folds(y[used], folds)
+        folds = _cv_folds(codes[used], folds)
     if folds < 2:
         return {
             "folds": 0,
@@ -529,9 +534,11 @@ def train_and_evaluate(
     objective: ObjectiveSpec | None = None,
     feature_names: list[str] | None = None,
     after_fit: Callable[[Pipeline], Any] | None = None,
+    y_codes: np.ndarray | None = None,
 ) -> TrainingResult:
     """Split, cross-validate, fit, evaluate. `after_fit(pipeline)`, if given, runs in a thread
-    once the final model is fitted; its result is `extra["after_fit"]`."""
+    once the final model is fitted; its result is `extra["after_fit"]`. `y_codes`: `y` as
+    positions in `classes`, when the caller has them."""
     report = progress or (lambda percent, message: None)
     objective = objective or ObjectiveSpec()
     if len(y) < MIN_LABELED_CASES:
@@ -551,6 +558,7 @@ def train_and_evaluate(
     families = MODEL_FAMILIES if requested == AUTO_FAMILY else (requested,)
     build_pipeline(params, seed, families[0])  # refuse bad parameters before any work
     X_train, y_train = X[train_index], y[train_index]
+    codes_train = None if y_codes is None else y_codes[train_index]
     if len(families) == 1:
         # The final fit does not need the threshold that cross-validation chooses: the two
         # run side by side, on the second core. The side thread reports no progress (it has
@@ -568,13 +576,14 @@ def train_and_evaluate(
                 objective,
                 families,
                 lambda percent, message: None,
+                codes_train,
             )
             pipeline = build_pipeline(params, seed, family)
             pipeline.fit(X_train, y_train)  # on failure, leaving the block waits for the side
             cv, cv_used = pending.result()
     else:
         cv, cv_used = cross_validate(
-            X_train, y_train, classes, params, seed, objective, families, report
+            X_train, y_train, classes, params, seed, objective, families, report, codes_train
         )
         family = families[0]
         for candidate in families[1:]:
