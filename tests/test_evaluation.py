@@ -261,3 +261,43 @@ def test_the_time_split_is_a_stable_sort_by_date(seed):
         assert split == "time"
         np.testing.assert_array_equal(train, np.sort(order[: n - n_test]))
         np.testing.assert_array_equal(test, np.sort(order[n - n_test :]))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_fold_imputer_computes_what_scikit_learns_median_imputer_does(seed):
+    from sklearn.impute import SimpleImputer
+
+    from apps.modeling.ml.training import FoldMedianImputer
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 400))
+    X = np.round(rng.normal(size=(n, 6)) * 10.0 ** rng.uniform(-2, 3, 6), 4)
+    X[rng.random(X.shape) < rng.uniform(0, 0.5)] = np.nan
+    X[:, 2] = np.nan  # a column with no value at all
+    X[:, 3] = np.round(X[:, 3])  # many ties
+    later = np.round(rng.normal(size=(50, 6)) * 100, 2)
+    later[rng.random(later.shape) < 0.3] = np.nan
+    theirs = SimpleImputer(strategy="median", keep_empty_features=True).fit(X)
+    ours = FoldMedianImputer().fit(X)
+    np.testing.assert_array_equal(ours.statistics_, theirs.statistics_)
+    for data in (X, later):
+        np.testing.assert_array_equal(ours.transform(data), theirs.transform(data))
+    assert np.isnan(later).any()  # the caller's matrix keeps its gaps
+    ours.transform(later)
+    assert np.isnan(later).any()
+
+
+@pytest.mark.parametrize("family", ["logistic_regression", "random_forest"])
+def test_cross_validation_folds_give_what_the_plain_pipeline_gives(family, monkeypatch):
+    from apps.modeling.ml import training
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(300, 4))
+    X[rng.random(X.shape) < 0.1] = np.nan
+    y = np.where(np.nan_to_num(X[:, 0]) + rng.normal(0, 0.5, 300) > 0, "pos", "neg").astype(object)
+    params = {"model_family": family, "n_estimators": 20}
+    fast, folds = training.out_of_fold(X, y, CLASSES, params, 3, family, 5)
+    monkeypatch.setattr(training, "fold_pipeline", training.build_pipeline)
+    plain, same_folds = training.out_of_fold(X, y, CLASSES, params, 3, family, 5)
+    np.testing.assert_array_equal(folds, same_folds)
+    np.testing.assert_array_equal(fast, plain)
