@@ -296,8 +296,27 @@ def test_cross_validation_folds_give_what_the_plain_pipeline_gives(family, monke
     X[rng.random(X.shape) < 0.1] = np.nan
     y = np.where(np.nan_to_num(X[:, 0]) + rng.normal(0, 0.5, 300) > 0, "pos", "neg").astype(object)
     params = {"model_family": family, "n_estimators": 20}
+    assert isinstance(training.fold_pipeline(params, 3, family)[0], training.FoldMedianImputer)
     fast, folds = training.out_of_fold(X, y, CLASSES, params, 3, family, 5)
     monkeypatch.setattr(training, "fold_pipeline", training.build_pipeline)
     plain, same_folds = training.out_of_fold(X, y, CLASSES, params, 3, family, 5)
     np.testing.assert_array_equal(folds, same_folds)
     np.testing.assert_array_equal(fast, plain)
+
+
+def test_cross_validation_on_class_positions_gives_what_it_gives_on_names():
+    from apps.modeling.ml.objectives import ObjectiveSpec, class_indices
+    from apps.modeling.ml.training import cross_validate
+
+    rng = np.random.default_rng(9)
+    X = rng.normal(size=(900, 3))
+    y = np.where(X[:, 0] + rng.normal(0, 1, 900) > 1.0, "pos", "neg").astype(object)
+    params = {"model_family": "logistic_regression", "cv_max_cases": 400, "cv_folds": 4}
+    args = (X, y, CLASSES, params, 11, ObjectiveSpec(), ("logistic_regression",), lambda *a: None)
+    by_name, used_by_name = cross_validate(*args)
+    by_code, used_by_code = cross_validate(*args, class_indices(y, CLASSES))
+    np.testing.assert_array_equal(used_by_name, used_by_code)
+    a, b = by_name["families"]["logistic_regression"], by_code["families"]["logistic_regression"]
+    assert by_name["folds"] == by_code["folds"] == 4 and len(used_by_name) == 400
+    assert a["threshold"] == b["threshold"] and a["per_fold"] == b["per_fold"]
+    np.testing.assert_array_equal(a["_proba"], b["_proba"])

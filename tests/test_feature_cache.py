@@ -125,7 +125,7 @@ def test_a_deleted_case_makes_the_copy_be_read_again_in_full(
     assert _pointer(cache_dir, project)["n"] == 119
 
 
-@pytest.mark.parametrize("damage", ["values", "ids", "pointer", "folder"])
+@pytest.mark.parametrize("damage", ["values", "ids", "empty", "pointer", "keys", "folder"])
 def test_a_damaged_copy_is_not_used_and_is_written_again(
     settings, cache_dir, project, data_scientist, import_frame, damage, vector_reads
 ):
@@ -140,8 +140,12 @@ def test_a_damaged_copy_is_not_used_and_is_written_again(
         path.write_bytes(path.read_bytes()[:-800])  # cut short
     elif damage == "ids":
         np.save(folder / "ids.npy", np.arange(5, dtype=np.int64))  # the wrong length
+    elif damage == "empty":  # what a crash before the data reached the disk can leave
+        (folder / "ids.npy").write_bytes(b"")
     elif damage == "pointer":
         (cache_dir / f"project-{project.pk}.json").write_text("{not json")
+    elif damage == "keys":
+        (cache_dir / f"project-{project.pk}.json").write_text(json.dumps({"format": 2}))
     else:
         shutil.rmtree(folder)
     again = _matrix(project.pk)
@@ -254,3 +258,49 @@ def test_matrix_rows_without_a_folder_reads_the_database(settings):
 
     rows = feature_cache.matrix_rows(project_id=1, names=["a", "b"], read=read)
     assert calls == [None] and rows[0].tolist() == [1]
+
+
+def test_a_database_restored_to_an_earlier_state_does_not_meet_its_old_copy(
+    settings, cache_dir, project, data_scientist, import_frame
+):
+    """Restored from a backup taken before the last import, the database hands the same case
+    ids out again, to other cases: the copy must not answer for them."""
+    import_frame(project, data_scientist, make_cases_frame(100, seed=12, labeled=0.0))
+    backup_max = int(Case.objects.filter(project=project).order_by("-id")[0].pk)
+    later = make_cases_frame(50, seed=13, labeled=0.0)
+    later["external_id"] = [f"later{i:03d}" for i in range(50)]
+    import_frame(project, data_scientist, later)
+    copied = _matrix(project.pk).case_ids
+    assert len(copied) == 150
+    with connection.cursor() as cursor:  # the restore: the later cases and the sequence go back
+        cursor.execute("DELETE FROM cases_case WHERE id > %s", [backup_max])
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT setval(pg_get_serial_sequence('cases_case', 'id'), %s)", [backup_max]
+            )
+        else:
+            cursor.execute(
+                "UPDATE sqlite_sequence SET seq = %s WHERE name = 'cases_case'", [backup_max]
+            )
+    other = make_cases_frame(50, seed=14, labeled=0.0)
+    other["external_id"] = [f"other{i:03d}" for i in range(50)]
+    import_frame(project, data_scientist, other)
+    truth = _from_database(settings, project.pk)
+    np.testing.assert_array_equal(truth.case_ids, copied)  # the same ids again, other cases
+    _same(_matrix(project.pk), truth)
+
+
+def test_a_copy_made_from_another_database_is_not_used(
+    settings, cache_dir, project, data_scientist, import_frame, vector_reads
+):
+    import_frame(project, data_scientist, make_cases_frame(40, seed=15))
+    _matrix(project.pk)
+    path = cache_dir / f"project-{project.pk}.json"
+    pointer = json.loads(path.read_text())
+    assert connection.settings_dict["NAME"] in pointer["project"]
+    pointer["project"] = pointer["project"].replace(
+        str(connection.settings_dict["NAME"]), "a-staging-copy"
+    )
+    path.write_text(json.dumps(pointer))
+    _same(_matrix(project.pk), _from_database(settings, project.pk))
+    assert vector_reads[:2] == [None, None]

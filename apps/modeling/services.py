@@ -569,13 +569,19 @@ def _train_with(run: TrainingRun, written: list[Path], side: ThreadPoolExecutor)
         return
     _progress(run.pk, 20, f"Loaded {len(data.y)} labeled cases")
 
-    def predict_every_case(pipeline: Pipeline) -> np.ndarray:
+    def predict_every_case(pipeline: Pipeline) -> np.ndarray | None:
         # What version_predictions_store would compute, made while the held-out cases are
-        # evaluated: the same columns, the same pipeline.
-        X_all = run_columns(
-            names=data.feature_names, derived=run.params.get("derived") or [], matrix=matrix
-        )
-        return predict_proba_aligned(pipeline, X_all, classes)
+        # evaluated: the same columns, the same pipeline. A failure here (memory) must not
+        # fail the run: the version is then stored without them, and they are made again as
+        # after a lost worker.
+        try:
+            X_all = run_columns(
+                names=data.feature_names, derived=run.params.get("derived") or [], matrix=matrix
+            )
+            return predict_proba_aligned(pipeline, X_all, classes)
+        except Exception:
+            logger.exception("run %s: predicting every case beside the evaluation failed", run.pk)
+            return None
 
     result = train_and_evaluate(
         data.X,

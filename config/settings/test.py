@@ -15,6 +15,7 @@ STORAGES = {
 # Unit tests enqueue into memory (nothing consumes it); integration tests name a real broker.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "memory://localhost/")
 CASEBOOK_MODEL_DIR = VAR_DIR / "test-models"
+CASEBOOK_FEATURE_CACHE_DIR = str(VAR_DIR / "test-feature-cache")
 # Tests do not run collectstatic; WhiteNoise would warn about the missing folder.
 WHITENOISE_AUTOREFRESH = True
 

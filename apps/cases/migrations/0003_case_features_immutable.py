@@ -8,7 +8,7 @@ from django.db import migrations
 
 MESSAGE = (
     "the features, date and project of a case never change after import: import the corrected "
-    "case instead"
+    "measurement as a new case, under a new external id"
 )
 POSTGRES = f"""
 CREATE OR REPLACE FUNCTION cases_case_refuse_change() RETURNS trigger AS $$
