@@ -156,20 +156,6 @@ def test_a_damaged_copy_is_not_used_and_is_written_again(
     assert vector_reads == [None, None, None]
 
 
-def test_a_copy_of_another_project_under_the_same_id_is_never_used(
-    settings, cache_dir, project, data_scientist, import_frame, vector_reads
-):
-    import_frame(project, data_scientist, make_cases_frame(60, seed=6))
-    _matrix(project.pk)
-    path = cache_dir / f"project-{project.pk}.json"
-    pointer = json.loads(path.read_text())
-    pointer["project"] = "2001-01-01T00:00:00+00:00"  # a project of that id, long ago
-    path.write_text(json.dumps(pointer))
-    again = _matrix(project.pk)
-    assert vector_reads == [None, None]
-    _same(again, _from_database(settings, project.pk))
-
-
 def test_nothing_is_kept_from_inside_a_transaction(
     settings, cache_dir, project, data_scientist, import_frame
 ):
@@ -290,17 +276,24 @@ def test_a_database_restored_to_an_earlier_state_does_not_meet_its_old_copy(
     _same(_matrix(project.pk), truth)
 
 
-def test_a_copy_made_from_another_database_is_not_used(
-    settings, cache_dir, project, data_scientist, import_frame, vector_reads
+@pytest.mark.parametrize("other", ["project", "database"])
+def test_a_copy_made_for_another_project_or_database_is_never_used(
+    settings, cache_dir, project, data_scientist, import_frame, vector_reads, other
 ):
+    """The same project id, but a project created at another time (the id reused by a rebuilt
+    database), or another database (a staging copy on the same machine)."""
     import_frame(project, data_scientist, make_cases_frame(40, seed=15))
     _matrix(project.pk)
     path = cache_dir / f"project-{project.pk}.json"
     pointer = json.loads(path.read_text())
-    assert connection.settings_dict["NAME"] in pointer["project"]
-    pointer["project"] = pointer["project"].replace(
-        str(connection.settings_dict["NAME"]), "a-staging-copy"
-    )
+    name = str(connection.settings_dict["NAME"])
+    created = project.created_at.isoformat()
+    assert name in pointer["project"] and created in pointer["project"]
+    if other == "project":
+        pointer["project"] = pointer["project"].replace(created, "2001-01-01T00:00:00+00:00")
+    else:
+        pointer["project"] = pointer["project"].replace(name, "a-staging-copy")
     path.write_text(json.dumps(pointer))
-    _same(_matrix(project.pk), _from_database(settings, project.pk))
-    assert vector_reads[:2] == [None, None]
+    again = _matrix(project.pk)
+    assert vector_reads == [None, None]
+    _same(again, _from_database(settings, project.pk))
