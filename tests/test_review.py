@@ -676,3 +676,32 @@ def test_board_counts_come_from_the_verdicts_or_a_capped_count(client, wdbc, mon
     assert (body["count"], body["count_exact"]) == (exact, True)
     body = api.get(f"/api/projects/{project.pk}/label-issues/", {"kind": "all"}).json()
     assert (body["count"], body["count_exact"]) == (398, True)
+
+
+def test_label_authorship_is_read_as_the_orm_reads_it(wdbc, clinician):
+    """Who gave each label row and when, as the board stores it: on PostgreSQL read as bytea
+    the server concatenates; it must say what the ORM says, row for row."""
+    import numpy as np
+
+    from apps.cases.models import Case
+    from apps.labeling.models import Label
+    from apps.labeling.selectors import label_rows_authorship
+    from apps.labeling.services import label_record
+
+    project, _, _, _ = wdbc
+    for case in Case.objects.filter(project=project, current_label="")[:5]:
+        label_record(case=case, value="malignant", author=clinician, seen_label_id=0)
+    watermark = Label.objects.filter(project=project).order_by("-pk")[1].pk  # not the newest
+    ids, authors, times = label_rows_authorship(project_id=project.pk, watermark=watermark)
+    rows = list(
+        Label.objects.filter(project=project, pk__lte=watermark)
+        .order_by("pk")
+        .values_list("pk", "author_id", "created_at")
+    )
+    assert len(rows) > 398 and ids.tolist() == [r[0] for r in rows]
+    assert authors.tolist() == [r[1] for r in rows]
+    assert clinician.pk in authors.tolist()
+    expected = np.array([r[2].replace(tzinfo=None) for r in rows], dtype="datetime64[us]")
+    np.testing.assert_array_equal(times, expected)
+    empty = label_rows_authorship(project_id=project.pk, watermark=0)
+    assert [len(a) for a in empty] == [0, 0, 0]

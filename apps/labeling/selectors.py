@@ -247,6 +247,46 @@ def _label_snapshot_copy(
     )
 
 
+# PostgreSQL counts timestamps in microseconds from 2000-01-01 00:00 UTC.
+_PG_EPOCH_US = np.int64(946_684_800_000_000)
+
+
+def label_rows_authorship(
+    *, project_id: int, watermark: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(label ids ascending, author ids, created_at as UTC datetime64[us]) of a project's label
+    rows up to a watermark. On PostgreSQL the server concatenates each column into bytea that
+    numpy reads as is: a million rows as Python tuples with datetimes took seconds."""
+    if connection.vendor == "postgresql":
+        table = Label._meta.db_table
+        sql = (
+            f"SELECT string_agg(int8send(id), ''::bytea), string_agg(int8send(author_id),"
+            f" ''::bytea), string_agg(timestamptz_send(created_at), ''::bytea)"
+            f" FROM {table} WHERE project_id = %s AND id <= %s"
+        )
+        ((id_blob, author_blob, time_blob),) = bulk.fetch_binary(sql, [project_id, watermark])
+        if id_blob is None:
+            return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, "datetime64[us]")
+        # The three aggregates read the rows in one scan, so their values line up.
+        ids = np.frombuffer(id_blob, dtype=">i8").astype(np.int64)
+        authors = np.frombuffer(author_blob, dtype=">i8").astype(np.int64)
+        micros = np.frombuffer(time_blob, dtype=">i8").astype(np.int64) + _PG_EPOCH_US
+        order = np.argsort(ids, kind="stable")
+        return ids[order], authors[order], micros[order].view("datetime64[us]")
+    history = list(
+        Label.objects.filter(project_id=project_id, pk__lte=watermark)
+        .order_by("pk")
+        .values_list("pk", "author_id", "created_at")
+    )
+    n = len(history)
+    return (
+        np.fromiter((r[0] for r in history), dtype=np.int64, count=n),
+        np.fromiter((r[1] for r in history), dtype=np.int64, count=n),
+        # UTC, without the zone numpy cannot hold.
+        np.array([r[2].replace(tzinfo=None) for r in history], dtype="datetime64[us]"),
+    )
+
+
 def current_labels_frame(*, project: Project) -> pd.DataFrame:
     """One row per labeled case: its current label, and who gave it and when."""
     table = Label._meta.db_table

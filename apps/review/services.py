@@ -22,7 +22,8 @@ from apps.accounts.models import User
 from apps.cases import bulk
 from apps.cases.models import Case
 from apps.cases.selectors import case_feature_matrix
-from apps.labeling.models import Label, LabelTask, TaskKind, TaskStatus
+from apps.labeling.models import LabelTask, TaskKind, TaskStatus
+from apps.labeling.selectors import label_rows_authorship
 from apps.labeling.services import task_open
 from apps.modeling.ml.training import out_of_fold
 from apps.modeling.models import ModelVersion
@@ -82,19 +83,12 @@ def label_issues_find(*, version_id: int) -> LabelIssueComputation | None:
     )
     verdicts = label_verdicts(data.y, proba, classes)
     # Who gave each label and when: one read of the project's label rows, matched in numpy.
-    history = list(
-        Label.objects.filter(project=project, pk__lte=run.label_watermark or 0)
-        .order_by("pk")
-        .values_list("pk", "author_id", "created_at")
+    known_ids, known_authors, known_times = label_rows_authorship(
+        project_id=project.pk, watermark=run.label_watermark or 0
     )
-    n_history = len(history)
-    known_ids = np.fromiter((r[0] for r in history), dtype=np.int64, count=n_history)
     where = np.searchsorted(known_ids, label_ids)
-    authors = np.fromiter((r[1] for r in history), dtype=np.int64, count=n_history)[where]
-    # UTC, without the zone numpy cannot hold.
-    labeled_at = np.array([r[2].replace(tzinfo=None) for r in history], dtype="datetime64[us]")[
-        where
-    ]
+    authors = known_authors[where]
+    labeled_at = known_times[where]
     given = np.asarray(classes, dtype=object)[verdicts.given]
     suggested = np.asarray(classes, dtype=object)[verdicts.suggested]
     rows = np.arange(len(label_ids))
