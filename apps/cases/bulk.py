@@ -24,7 +24,8 @@ _BINARY_TRAILER = b"\xff\xff"
 _BINARY_NULL = b"\xff\xff\xff\xff"
 # PostgreSQL counts timestamps in microseconds from 2000-01-01 00:00 UTC.
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
-_PG_EPOCH_US = np.int64(946_684_800_000_000)
+# PostgreSQL counts timestamps in microseconds from 2000-01-01 00:00 UTC.
+PG_EPOCH_US = np.int64(946_684_800_000_000)
 _MICROSECOND = timedelta(microseconds=1)
 
 # One COPY field of every row: a fixed-width block (rows x bytes, uint8) or, when widths vary,
@@ -46,6 +47,11 @@ def fetch_binary(sql: str, params: list) -> list[tuple]:
     with psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(sql, params, binary=True)
         return cursor.fetchall()
+
+
+def timestamps_from_send(blob: bytes) -> np.ndarray:
+    """UTC datetime64[us] of concatenated `timestamptz_send` values (8 bytes each)."""
+    return (np.frombuffer(blob, dtype=">i8").astype(np.int64) + PG_EPOCH_US).view("datetime64[us]")
 
 
 def is_postgresql() -> bool:
@@ -148,7 +154,7 @@ def binary_timestamptz(values: np.ndarray | datetime, rows: int) -> Field:
         return binary_int8((values - _PG_EPOCH) // _MICROSECOND, rows)
     micros = values.astype("datetime64[us]").view(np.int64)
     missing = np.isnat(values)
-    block = _fixed(np.where(missing, _PG_EPOCH_US, micros) - _PG_EPOCH_US, ">i8")
+    block = _fixed(np.where(missing, PG_EPOCH_US, micros) - PG_EPOCH_US, ">i8")
     if not missing.any():
         return block
     if missing.all():

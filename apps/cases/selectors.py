@@ -76,8 +76,6 @@ def _feature_rows_fetch(
     return ids, occurred, values
 
 
-# PostgreSQL counts timestamps in microseconds from 2000-01-01 00:00 UTC.
-_PG_EPOCH_US = np.int64(946_684_800_000_000)
 # Cases per aggregated row: big enough that Python handles a few hundred values, not a
 # million; small enough that each value stays far below PostgreSQL's 1 GB limit.
 _CHUNK_CASES = 32_768
@@ -120,9 +118,9 @@ def _feature_rows_copy(
     if len(values) != n * width:
         return None
     values = values.reshape(n, width)
-    when = np.frombuffer(b"".join(c[2] for c in chunks), dtype=">i8").astype(np.int64)
+    when = bulk.timestamps_from_send(b"".join(c[2] for c in chunks))
     missing = np.frombuffer(b"".join(c[3] for c in chunks), dtype=np.uint8).astype(bool)
-    occurred = np.where(missing, np.datetime64("NaT", "us"), (when + _PG_EPOCH_US).view("M8[us]"))
+    occurred = np.where(missing, np.datetime64("NaT", "us"), when)
     if n and not bool(np.all(ids[1:] > ids[:-1])):
         order = np.argsort(ids, kind="stable")
         ids, occurred, values = ids[order], occurred[order], values[order]

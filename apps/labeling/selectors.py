@@ -247,10 +247,6 @@ def _label_snapshot_copy(
     )
 
 
-# PostgreSQL counts timestamps in microseconds from 2000-01-01 00:00 UTC.
-_PG_EPOCH_US = np.int64(946_684_800_000_000)
-
-
 def label_rows_authorship(
     *, project_id: int, watermark: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -270,9 +266,9 @@ def label_rows_authorship(
         # The three aggregates read the rows in one scan, so their values line up.
         ids = np.frombuffer(id_blob, dtype=">i8").astype(np.int64)
         authors = np.frombuffer(author_blob, dtype=">i8").astype(np.int64)
-        micros = np.frombuffer(time_blob, dtype=">i8").astype(np.int64) + _PG_EPOCH_US
+        times = bulk.timestamps_from_send(time_blob)
         order = np.argsort(ids, kind="stable")
-        return ids[order], authors[order], micros[order].view("datetime64[us]")
+        return ids[order], authors[order], times[order]
     history = list(
         Label.objects.filter(project_id=project_id, pk__lte=watermark)
         .order_by("pk")
