@@ -52,9 +52,15 @@ def label_history(*, case: Case) -> QuerySet[Label]:
 
 
 def label_recent_for_user(*, project: Project, user: User, limit: int = 10) -> QuerySet[Label]:
+    """The cases the user labeled last, each once, with the user's newest label of it.
+
+    A correction and its undo are rows of their own; listing rows would show one case up to
+    three times and push the other recent cases out of the list."""
+    mine = Label.objects.filter(author=user).exclude(kind=LabelKind.IMPORTED)
+    newer_of_same_case = mine.filter(case=OuterRef("case"), id__gt=OuterRef("id"))
     return (
-        Label.objects.filter(project=project, author=user)
-        .exclude(kind=LabelKind.IMPORTED)
+        mine.filter(project=project)
+        .exclude(Exists(newer_of_same_case))
         .select_related("case")
         .order_by("-id")[:limit]
     )
