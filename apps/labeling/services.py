@@ -267,6 +267,50 @@ def _sync_adjudication(case_id: int, project_id: int, wanted: int, now) -> None:
         _release_task_holders(open_task.pk, now)
 
 
+def _task_settled_message(task: LabelTask, *, author: User, hidden: bool) -> str:
+    """Why a label naming an already settled task was not saved: two people settled it at
+    once, or the person's other tab did."""
+    settled = ""
+    if task.label_id:
+        winner = Label.objects.select_related("author").get(pk=task.label_id)
+        who = (
+            "you, in another tab or window,"
+            if winner.author_id == author.pk
+            else winner.author.username
+        )
+        given = "answered it" if hidden else f"gave {winner.value}"
+        settled = (
+            f": {who} {given} at {timezone.localtime(winner.created_at):%H:%M}. "
+            "Your label was not saved"
+        )
+    return (
+        f"This {task.get_kind_display().lower()} task is already "
+        f"{task.get_status_display().lower()}{settled}."
+    )
+
+
+def _changed_meanwhile_message(
+    external_id: str, *, by_you: bool, who: str | None, value: str | None, hidden: bool
+) -> str:
+    """Why a label was refused as stale. `hidden`: the person must not learn the case's labels
+    (a blind relabel), so neither the value nor its author is named."""
+    if by_you:
+        now = "" if hidden else f": it is now {value or 'no label'}"
+        return (
+            f"You labeled case {external_id} in another tab or window while this page was "
+            f"open{now}. This label was not saved; give it again if you meant to change it."
+        )
+    if hidden:
+        return (
+            f"Case {external_id} was labeled by someone else while you looked at it. Your "
+            "label was not saved; the case is shown as it is now, label it again to give yours."
+        )
+    return (
+        f"Case {external_id} was changed by {who or 'someone'} while you looked at it: it is "
+        f"now {value or 'no label'}. Your label was not saved; label it again to replace theirs."
+    )
+
+
 def label_record(
     *,
     case: Case,
@@ -333,32 +377,28 @@ def label_record(
         newest_id = newest_id or 0
         if task is None and lease_task_id is not None:
             task = LabelTask(pk=lease_task_id)
+        hidden = False
         if task is not None:
             task = LabelTask.objects.select_for_update().get(pk=task.pk)
             if task.case_id != case.pk:
                 raise ValidationError("That task is about another case.")
+            # A blind relabel hides the case's labels from the person answering it, and so
+            # does every message they get about it.
+            hidden = task.kind == TaskKind.RELABEL and case.project.relabel_blind
             if task.status != TaskStatus.OPEN:
-                # Two people settling the same task at once: say who won and with what.
-                settled = ""
-                if task.label_id:
-                    winner = Label.objects.select_related("author").get(pk=task.label_id)
-                    settled = (
-                        f": {winner.author.username} gave {winner.value} at "
-                        f"{timezone.localtime(winner.created_at):%H:%M}. Your label was not saved"
-                    )
-                raise StaleLabel(
-                    f"This {task.get_kind_display().lower()} task is already "
-                    f"{task.get_status_display().lower()}{settled}."
-                )
+                raise StaleLabel(_task_settled_message(task, author=author, hidden=hidden))
             adjudicating = task.kind == TaskKind.ADJUDICATE
             kind = LabelKind.ADJUDICATED if adjudicating else LabelKind.RELABELED
         independent = task is None and wanted > 1 and not labeled_before
         if not independent and seen_label_id is not None and newest_id != seen_label_id:
-            who = newest_username or "someone"
-            shown = newest_value or "no label"
             raise StaleLabel(
-                f"Case {external_id} was changed by {who} while you looked at it: it is "
-                f"now {shown}. Your label was not saved; label it again to replace theirs."
+                _changed_meanwhile_message(
+                    external_id,
+                    by_you=newest_author == author.pk,
+                    who=newest_username,
+                    value=newest_value,
+                    hidden=hidden,
+                )
             )
         if (
             task is None

@@ -9,9 +9,11 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
+from django.urls import reverse
 from django.utils import timezone
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import trigger_client_event
+from django_htmx.http import replace_url, trigger_client_event
 
 from apps.cases.importing import ImportRejected
 from apps.cases.models import Case
@@ -41,6 +43,7 @@ def _case_context(
     task = lease.task if lease is not None and lease.task_id else None
     opinions = {}
     blind = blind_relabel = False
+    seen_label_id = 0
     if case is not None:
         features = project_features(project=project)
         values = case_features_dict(case=case, features=features)
@@ -68,8 +71,12 @@ def _case_context(
         blind = blind or blind_relabel
         if not blind:
             history = list(selectors.label_history(case=case)[:5])
+            seen_label_id = history[0].pk if history else 0
         else:
             history = list(selectors.label_history(case=case).filter(author=user)[:5])
+            # The form still names the newest row, hidden or not: a label given since the page
+            # was shown is then caught as stale, and the person's own is not mistaken for one.
+            seen_label_id = selectors.label_newest_id(case=case)
         if task is not None and task.kind == TaskKind.ADJUDICATE:
             opinions = selectors.case_opinions(case_id=case.pk)
     return {
@@ -82,7 +89,7 @@ def _case_context(
         "feature_groups": groups,
         "prediction": prediction,
         "history": history,
-        "seen_label_id": history[0].pk if history else 0,
+        "seen_label_id": seen_label_id,
         "blind": case is not None and blind,
         "blind_relabel": blind_relabel,
         "class_keys": list(enumerate(project.classes, start=1)),
@@ -112,7 +119,15 @@ def _next_panel(request: HttpRequest, access: ProjectAccess, **extra) -> HttpRes
     case = lease.case if lease is not None else None
     if case is not None:
         case.project = access.project
-    return _case_panel(request, access, case, lease, **extra)
+    return _queue_address(request, access, _case_panel(request, access, case, lease, **extra))
+
+
+def _queue_address(request: HttpRequest, access: ProjectAccess, response: HttpResponse):
+    """The page now shows the case the person holds: the address says so too, so that a reload
+    after correcting a case (`?case=N`) opens the held case, not the corrected one again."""
+    if request.htmx:
+        replace_url(response, reverse("labeling:label", args=[access.project.pk]))
+    return response
 
 
 def _case_in_project(access: ProjectAccess, case_id: int) -> Case:
@@ -122,6 +137,7 @@ def _case_in_project(access: ProjectAccess, case_id: int) -> Case:
     return case
 
 
+@never_cache  # back and forward must not bring back a case already labeled
 @login_required
 @require_GET
 def label_page(request: HttpRequest, project_id: int) -> HttpResponse:
@@ -210,9 +226,8 @@ def label_undo(request: HttpRequest, project_id: int) -> HttpResponse:
     case.project = access.project
     lease = selectors.lease_active_for(project=access.project, user=request.user)
     restored = f" (back to {undo.value})" if undo.value else ""
-    return _case_panel(
-        request, access, case, lease, notice=f"Undid your label of {case.external_id}{restored}."
-    )
+    notice = f"Undid your label of {case.external_id}{restored}."
+    return _queue_address(request, access, _case_panel(request, access, case, lease, notice=notice))
 
 
 @login_required

@@ -19,3 +19,9 @@ document.addEventListener("keydown", (event) => {
     button.click();
   }
 });
+
+// A page restored from the back/forward cache shows the case as it was when the person left;
+// it may have been labeled since (by them, in this tab). Ask the server for the case held now.
+window.addEventListener("pageshow", (event) => {
+  if (event.persisted && document.getElementById("case-panel")) window.location.reload();
+});

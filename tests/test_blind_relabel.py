@@ -1,0 +1,121 @@
+"""A blind relabel from the labeling screen: the task can be answered, nothing on the page or in
+its messages names the questioned label or its author, and a real stale case is still caught."""
+
+import re
+
+import pytest
+from django.urls import reverse
+
+from apps.cases.models import Case
+from apps.labeling.models import Label, LabelKind, LabelTask, TaskKind, TaskStatus
+from apps.labeling.services import label_record
+from apps.projects.models import Role
+from apps.projects.services import membership_set
+from apps.review.services import relabel_tasks_open
+from tests.conftest import _user, make_cases_frame
+
+pytestmark = pytest.mark.django_db
+
+SEEN = re.compile(r'name="seen_label_id" value="(\d+)"')
+ALERT = re.compile(r'<p class="msg error" role="alert">(.*?)</p>', re.S)
+
+
+@pytest.fixture
+def questioned(project, data_scientist, clinician, reviewer, import_frame):
+    """Clara labeled a case heart_failure; the reviewer sends it back to the pool, blind (the
+    project's default)."""
+    import_frame(project, data_scientist, make_cases_frame(3, labeled=0.0))
+    case = Case.objects.filter(project=project).order_by("pk").first()
+    label_record(case=case, value="heart_failure", author=clinician)
+    assert project.relabel_blind
+    relabel_tasks_open(
+        project=project, case_ids=[case.pk], created_by=reviewer, reason="NT-proBNP is low"
+    )
+    ben = _user("ben")
+    membership_set(project=project, username="ben", role=Role.CLINICIAN)
+    case.refresh_from_db()
+    return case, ben
+
+
+def _label_page(client, project):
+    return client.get(reverse("labeling:label", args=[project.pk])).content.decode()
+
+
+def _answer(client, project, case, page: str, value: str):
+    task = LabelTask.objects.get(case=case, kind=TaskKind.RELABEL)
+    return client.post(
+        reverse("labeling:submit", args=[project.pk, case.pk]),
+        {"value": value, "seen_label_id": SEEN.search(page).group(1), "task_id": task.pk},
+        headers={"HX-Request": "true"},
+    )
+
+
+def test_a_blind_relabel_is_answered_from_the_labeling_screen(client, project, questioned):
+    case, ben = questioned
+    client.force_login(ben)
+    page = _label_page(client, project)
+    assert f'data-case-id="{case.pk}"' in page and "Relabel blind" in page
+    # Neither the questioned label nor who gave it is on the page.
+    assert "Current label" not in page and "clara" not in page
+    assert "This case's labels" not in page
+
+    response = _answer(client, project, case, page, "no_heart_failure")
+
+    assert response.status_code == 200, ALERT.findall(response.content.decode())
+    relabel = Label.objects.filter(case=case).order_by("-id").first()
+    assert (relabel.author, relabel.kind, relabel.value) == (
+        ben,
+        LabelKind.RELABELED,
+        "no_heart_failure",
+    )
+    task = LabelTask.objects.get(case=case, kind=TaskKind.RELABEL)
+    assert task.status == TaskStatus.DONE and task.label == relabel
+    # The two disagree: a reviewer settles it.
+    assert LabelTask.objects.filter(
+        case=case, kind=TaskKind.ADJUDICATE, status=TaskStatus.OPEN
+    ).exists()
+
+
+def test_a_blind_relabel_changed_meanwhile_is_refused_without_naming_the_label(
+    client, project, questioned, clinician
+):
+    case, ben = questioned
+    client.force_login(ben)
+    page = _label_page(client, project)
+    # While Ben looks, Clara corrects her own label from "My recent labels".
+    label_record(
+        case=case,
+        value="no_heart_failure",
+        author=clinician,
+        seen_label_id=int(SEEN.search(page).group(1)),
+    )
+
+    response = _answer(client, project, case, page, "heart_failure")
+
+    body = response.content.decode()
+    assert response.status_code == 409
+    (message,) = ALERT.findall(body)
+    assert "labeled by someone else" in message and "not saved" in message
+    for hidden in ("clara", "no_heart_failure", "heart_failure"):
+        assert hidden not in message
+    assert "clara" not in body and "Current label" not in body
+    assert Label.objects.filter(case=case, author=ben).count() == 0
+    # The page now holds the case as it is: the next key press is saved.
+    again = _answer(client, project, case, body, "heart_failure")
+    assert again.status_code == 200
+    assert Label.objects.filter(case=case, author=ben, kind=LabelKind.RELABELED).count() == 1
+
+
+def test_a_label_given_in_another_tab_is_named_as_yours(client, project, clinician, questioned):
+    case = Case.objects.filter(project=project).order_by("pk")[1]
+    client.force_login(clinician)
+    url = reverse("labeling:submit", args=[project.pk, case.pk])
+    # Two tabs showed the unlabeled case; the first one labels it.
+    label_record(case=case, value="heart_failure", author=clinician, seen_label_id=0)
+    response = client.post(
+        url, {"value": "no_heart_failure", "seen_label_id": "0"}, headers={"HX-Request": "true"}
+    )
+    assert response.status_code == 409
+    (message,) = ALERT.findall(response.content.decode())
+    assert "You labeled case" in message and "another tab or window" in message
+    assert "changed by clara" not in message
