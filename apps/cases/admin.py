@@ -1,10 +1,11 @@
 from django.contrib import admin
 
 from apps.cases.models import ImportBatch
+from config.admin_site import ProjectFilter, ReadOnlyProjectScopedAdmin
 
 
 @admin.register(ImportBatch)
-class ImportBatchAdmin(admin.ModelAdmin):
+class ImportBatchAdmin(ReadOnlyProjectScopedAdmin):
     list_display = [
         "id",
         "project",
@@ -14,10 +15,4 @@ class ImportBatchAdmin(admin.ModelAdmin):
         "imported_by",
         "created_at",
     ]
-    list_filter = ["project"]
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
+    list_filter = [("project", ProjectFilter)]

@@ -7,23 +7,14 @@ queue page, the API, the worker), which keep the queue's counters in step with t
 from django.contrib import admin
 
 from apps.labeling.models import Label, LabelTask, Lease, QueueSettings
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
+from config.admin_site import ProjectFilter
+from config.admin_site import ReadOnlyProjectScopedAdmin as ReadOnlyAdmin
 
 
 @admin.register(Label)
 class LabelAdmin(ReadOnlyAdmin):
     list_display = ["id", "case", "value", "kind", "author", "created_at"]
-    list_filter = ["kind", "project"]
+    list_filter = ["kind", ("project", ProjectFilter)]
     search_fields = ["case__external_id"]
     list_select_related = ["case", "author"]
 
@@ -31,13 +22,13 @@ class LabelAdmin(ReadOnlyAdmin):
 @admin.register(QueueSettings)
 class QueueSettingsAdmin(ReadOnlyAdmin):
     list_display = ["id", "project", "strategy", "seed", "overlap_share", "changed_by"]
-    list_filter = ["project", "strategy"]
+    list_filter = [("project", ProjectFilter), "strategy"]
 
 
 @admin.register(LabelTask)
 class LabelTaskAdmin(ReadOnlyAdmin):
     list_display = ["id", "project", "case", "kind", "status", "assignee", "created_at"]
-    list_filter = ["project", "kind", "status"]
+    list_filter = [("project", ProjectFilter), "kind", "status"]
     search_fields = ["case__external_id"]
     list_select_related = ["project", "case", "assignee"]
 
@@ -45,6 +36,6 @@ class LabelTaskAdmin(ReadOnlyAdmin):
 @admin.register(Lease)
 class LeaseAdmin(ReadOnlyAdmin):
     list_display = ["id", "case", "user", "state", "rank", "expires_at", "closed_at"]
-    list_filter = ["project", "state"]
+    list_filter = [("project", ProjectFilter), "state"]
     search_fields = ["case__external_id", "user__username"]
     list_select_related = ["case", "user"]

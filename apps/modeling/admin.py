@@ -1,4 +1,5 @@
-"""Training runs, model versions and deployments in the admin: browsable, never editable.
+"""Training runs, model versions and deployments in the admin: browsable, never editable; each
+person sees the projects they are a data scientist or admin of.
 
 A data scientist deploys or rolls back a version with the version list's actions (retrain is
 an action of the project list)."""
@@ -16,25 +17,8 @@ from apps.modeling.models import (
 )
 from apps.modeling.services import model_version_deploy, model_version_rollback
 from apps.projects.models import ROLE_RANK, Role
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Read-only, and staff who are not superusers see only their own projects' rows."""
-
-    def get_queryset(self, request):
-        queryset = super().get_queryset(request)
-        if request.user.is_superuser:
-            return queryset
-        return queryset.filter(project__memberships__user=request.user)
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
+from config.admin_site import ProjectFilter
+from config.admin_site import ReadOnlyProjectScopedAdmin as ReadOnlyAdmin
 
 
 def _is_data_scientist(request, project_id: int) -> bool:
@@ -47,7 +31,7 @@ def _is_data_scientist(request, project_id: int) -> bool:
 @admin.register(TrainingRun)
 class TrainingRunAdmin(ReadOnlyAdmin):
     list_display = ["id", "project", "status", "trigger", "progress", "created_at", "finished_at"]
-    list_filter = ["status", "trigger", "project"]
+    list_filter = ["status", "trigger", ("project", ProjectFilter)]
     search_fields = ["project__name", "error"]
 
 
@@ -61,7 +45,7 @@ class ModelVersionAdmin(ReadOnlyAdmin):
         "objective_value",
         "created_at",
     ]
-    list_filter = ["project", "model_family"]
+    list_filter = [("project", ProjectFilter), "model_family"]
     actions = ["deploy", "rollback"]
 
     def _one(self, request, queryset) -> ModelVersion | None:
@@ -118,13 +102,13 @@ class DeploymentAdmin(ReadOnlyAdmin):
         "created_at",
         "scores_applied_at",
     ]
-    list_filter = ["project", "action"]
+    list_filter = [("project", ProjectFilter), "action"]
 
 
 @admin.register(Objective)
 class ObjectiveAdmin(ReadOnlyAdmin):
     list_display = ["project", "__str__", "changed_by", "created_at", "note"]
-    list_filter = ["project", "metric"]
+    list_filter = [("project", ProjectFilter), "metric"]
 
 
 @admin.register(TrainingConfig)
@@ -138,10 +122,10 @@ class TrainingConfigAdmin(ReadOnlyAdmin):
         "changed_by",
         "created_at",
     ]
-    list_filter = ["project", "model_family"]
+    list_filter = [("project", ProjectFilter), "model_family"]
 
 
 @admin.register(MonitoringReport)
 class MonitoringReportAdmin(ReadOnlyAdmin):
     list_display = ["project", "model_version", "created_at"]
-    list_filter = ["project"]
+    list_filter = [("project", ProjectFilter)]

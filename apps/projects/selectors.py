@@ -41,6 +41,32 @@ def project_list_for_user(*, user: User) -> QuerySet[Project]:
     return Project.objects.filter(memberships__user=user)
 
 
+ADMIN_ROLES = (Role.DATA_SCIENTIST, Role.ADMIN)
+
+
+def project_ids_administered_by(*, user: User) -> list[int]:
+    """The projects whose records `user` browses in the Django admin: those where they are a
+    data scientist or an admin (a superuser: every project)."""
+    if not user.is_authenticated or not user.is_active:
+        return []
+    if user.is_superuser:
+        return list(Project.objects.values_list("pk", flat=True))
+    return list(
+        Membership.objects.filter(user=user, role__in=ADMIN_ROLES).values_list(
+            "project_id", flat=True
+        )
+    )
+
+
+def user_may_enter_admin(*, user: User) -> bool:
+    """The Django admin is for superusers and for whoever holds the data scientist or admin
+    role in at least one project. Derived from the memberships at every request, so it cannot
+    drift from them the way a stored staff flag would."""
+    if not user.is_authenticated or not user.is_active:
+        return False
+    return user.is_superuser or Membership.objects.filter(user=user, role__in=ADMIN_ROLES).exists()
+
+
 def project_get_for_user(
     *, user: User, project_id: int, role: str = Role.CLINICIAN
 ) -> ProjectAccess:

@@ -5,9 +5,17 @@ from django.contrib import admin, messages
 from apps.modeling.models import RunTrigger
 from apps.modeling.services import training_run_request
 from apps.projects.models import ROLE_RANK, Feature, Membership, Project, Role
+from config.admin_site import ProjectScopedAdmin, admin_project_ids
 
 
-class FeatureInline(admin.TabularInline):
+class _ShownWithTheProject:
+    """An inline seen by whoever may see its project (the project list is already scoped)."""
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return request.user.is_superuser or bool(admin_project_ids(request))
+
+
+class FeatureInline(_ShownWithTheProject, admin.TabularInline):
     """Read-only: stored feature vectors are laid out by these positions."""
 
     model = Feature
@@ -22,14 +30,14 @@ class FeatureInline(admin.TabularInline):
         return False
 
 
-class MembershipInline(admin.TabularInline):
+class MembershipInline(_ShownWithTheProject, admin.TabularInline):
     model = Membership
     extra = 0
     autocomplete_fields = ["user"]
 
 
 @admin.register(Project)
-class ProjectAdmin(admin.ModelAdmin):
+class ProjectAdmin(ProjectScopedAdmin):
     list_display = ["name", "labels_version", "last_labeled_at", "auto_retrain", "created_at"]
     search_fields = ["name"]
     # Classes are fixed once created: labels refer to them by name.
@@ -58,12 +66,7 @@ class ProjectAdmin(admin.ModelAdmin):
 
     inlines = [FeatureInline, MembershipInline]
     actions = ["retrain"]
-
-    def get_queryset(self, request):
-        queryset = super().get_queryset(request)
-        if request.user.is_superuser:
-            return queryset
-        return queryset.filter(memberships__user=request.user)
+    project_lookup = "pk"
 
     @admin.action(description="Retrain the selected projects")
     def retrain(self, request, queryset) -> None:

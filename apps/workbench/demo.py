@@ -6,7 +6,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from django.contrib.auth.models import Group, Permission
 from django.db import transaction
 
 from apps.accounts.models import User
@@ -33,29 +32,6 @@ class DemoProject:
     labels: int
 
 
-ADMIN_VIEW_PERMISSIONS = [
-    "view_project",
-    "view_trainingrun",
-    "view_modelversion",
-    "view_deployment",
-    "view_objective",
-    "view_trainingconfig",
-    "view_monitoringreport",
-    "view_importbatch",
-    "view_label",
-    "view_queuesettings",
-    "view_labeltask",
-    "view_lease",
-]
-
-
-def data_scientists_group() -> Group:
-    """A group whose members may browse projects, runs and model versions in the admin."""
-    group, _ = Group.objects.get_or_create(name="Data scientists")
-    group.permissions.add(*Permission.objects.filter(codename__in=ADMIN_VIEW_PERMISSIONS))
-    return group
-
-
 def demo_users_ensure(*, password: str = DEMO_PASSWORD) -> dict[str, User]:
     users = {}
     for username, role, first, last in DEMO_USERS:
@@ -64,12 +40,10 @@ def demo_users_ensure(*, password: str = DEMO_PASSWORD) -> dict[str, User]:
         )
         if created:
             user.set_password(password)
+            # The demo admin is a superuser; the scientist enters the Django admin by their
+            # data scientist role (config/admin_site.py), with no staff flag to keep in step.
             if role == Role.ADMIN:
                 user.is_staff = user.is_superuser = True
-            elif role == Role.DATA_SCIENTIST:
-                user.is_staff = (
-                    True  # the admin is where a data scientist retrains and browses runs
-                )
             user.save()
         users[username] = user
     return users
