@@ -327,7 +327,9 @@ def test_the_discussion_is_hidden_from_a_blind_relabel(
     queue_next(project=project, user=clinician, role=Role.CLINICIAN)
     client.force_login(clinician)
     thread = client.get(reverse("review:comments", args=[project.pk, case.pk])).content.decode()
-    assert "I labeled it heart failure" not in thread and "Hidden while" in thread
+    assert "I labeled it heart failure" not in thread
+    assert "relabeling this case blind, so the discussion stays hidden" in thread
+    assert "1 comment, hidden" in thread
     client.force_login(reviewer)
     board_thread = client.get(reverse("review:comments", args=[project.pk, case.pk]))
     assert "I labeled it heart failure" in board_thread.content.decode()
@@ -338,14 +340,20 @@ def test_error_rates_by_feature_band_count_every_case_once(client, wdbc):
 
     project, _, users, version = wdbc
     services.label_issues_find(version_id=version.pk)
-    bands = error_rates_by_feature_band(project=project, feature="mean_radius")
+    computation = services.LabelIssueComputation.objects.get(model_version=version)
+    bands = error_rates_by_feature_band(
+        project=project, feature="mean_radius", computation=computation
+    )
     assert len(bands) == 5
     assert sum(b["cases"] for b in bands) == 398
     assert (
         sum(b["misclassified"] for b in bands)
         == LabelIssue.objects.filter(project=project, misclassified=True).count()
     )
-    assert error_rates_by_feature_band(project=project, feature="shoe_size") is None
+    assert (
+        error_rates_by_feature_band(project=project, feature="shoe_size", computation=computation)
+        is None
+    )
     client.force_login(users["reviewer"])
     page = client.get(reverse("review:board", args=[project.pk]) + "?band_feature=mean_radius")
     assert "mean_radius (fifths of the labeled cases)" in page.content.decode()
@@ -403,10 +411,12 @@ def test_a_constant_feature_still_counts_every_case(settings, tmp_path):
         cases["mean_radius"] = 1.0
 
     project, _, _, version = _wdbc_load(settings, tmp_path, constant_radius)
-    services.label_issues_find(version_id=version.pk)
+    computation = services.label_issues_find(version_id=version.pk)
     first = Case.objects.filter(project=project).first()
     width = len(np.frombuffer(bytes(first.features), dtype="<f8"))
-    bands = error_rates_by_feature_band(project=project, feature="mean_radius")
+    bands = error_rates_by_feature_band(
+        project=project, feature="mean_radius", computation=computation
+    )
     assert width == 30 and len(bands) == 1 and bands[0]["cases"] == 398
 
 
@@ -627,19 +637,24 @@ def test_board_counts_come_from_the_verdicts_or_a_capped_count(client, wdbc, mon
             for suggested in ("", *dataset.classes):
                 query = {"kind": kind, "given": given, "suggested": suggested}
                 filters = BoardFilters.from_query(query)
-                rows = selectors._filtered(project, filters)
+                rows = selectors._filtered(computation, filters)
                 assert (
                     selectors.label_issue_count_stored(filters=filters, computation=computation)
                     == rows.count()
                 ), query
-    # The tables per month and per clinician: the same from the stored counts as counted live.
+    # The tables per month and per clinician: the same from the stored counts as counted live
+    # (a computation stored without them).
+    unstored = LabelIssueComputation(
+        pk=computation.pk, model_version_id=computation.model_version_id, summary={}
+    )
     assert selectors.error_rates_by_month(
         project=project, computation=computation
-    ) == selectors.error_rates_by_month(project=project)
+    ) == selectors.error_rates_by_month(project=project, computation=unstored)
     assert selectors.error_rates_by_annotator(
         project=project, computation=computation
-    ) == selectors.error_rates_by_annotator(project=project)
-    assert sum(a["labels"] for a in selectors.error_rates_by_annotator(project=project)) == 398
+    ) == selectors.error_rates_by_annotator(project=project, computation=unstored)
+    by_annotator = selectors.error_rates_by_annotator(project=project, computation=unstored)
+    assert sum(a["labels"] for a in by_annotator) == 398
     # Any other filter is counted in the database, up to the cap.
     monkeypatch.setattr(selectors, "COUNT_CAP", 10)
     filters = BoardFilters.from_query({"kind": "all", "max_quality": "0.9"})
@@ -692,16 +707,18 @@ def test_label_authorship_is_read_as_the_orm_reads_it(wdbc, clinician):
     for case in Case.objects.filter(project=project, current_label="")[:5]:
         label_record(case=case, value="malignant", author=clinician, seen_label_id=0)
     watermark = Label.objects.filter(project=project).order_by("-pk")[1].pk  # not the newest
-    ids, authors, times = label_rows_authorship(project_id=project.pk, watermark=watermark)
+    ids, authors, times, batches = label_rows_authorship(project_id=project.pk, watermark=watermark)
     rows = list(
         Label.objects.filter(project=project, pk__lte=watermark)
         .order_by("pk")
-        .values_list("pk", "author_id", "created_at")
+        .values_list("pk", "author_id", "created_at", "import_batch_id")
     )
     assert len(rows) > 398 and ids.tolist() == [r[0] for r in rows]
     assert authors.tolist() == [r[1] for r in rows]
+    assert batches.tolist() == [r[3] or 0 for r in rows]
+    assert 0 in batches.tolist() and len(set(batches.tolist())) == 2  # the import, and people
     assert clinician.pk in authors.tolist()
     expected = np.array([r[2].replace(tzinfo=None) for r in rows], dtype="datetime64[us]")
     np.testing.assert_array_equal(times, expected)
     empty = label_rows_authorship(project_id=project.pk, watermark=0)
-    assert [len(a) for a in empty] == [0, 0, 0]
+    assert [len(a) for a in empty] == [0, 0, 0, 0]

@@ -411,7 +411,11 @@ class LabelIssueOut(serializers.Serializer):
     label_quality = serializers.FloatField()
     is_label_issue = serializers.BooleanField()
     misclassified = serializers.BooleanField()
-    labeled_by = serializers.CharField(source="labeled_by.username", default=None)
+    # None for a label that came from a file: imported_from names the file.
+    labeled_by = serializers.CharField(source="labeled_by.username", default=None, allow_null=True)
+    imported_from = serializers.CharField(
+        source="import_batch.filename", default=None, allow_null=True
+    )
     labeled_at = serializers.DateTimeField()
     occurred_at = serializers.DateTimeField()
     model_version = serializers.IntegerField(source="model_version.number")

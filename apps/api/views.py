@@ -553,6 +553,9 @@ class LabelIssueListApi(APIView):
             OpenApiParameter("max_confidence", float),
             OpenApiParameter("annotator", str, description="username"),
             OpenApiParameter("month", str, description="YYYY-MM of the case"),
+            OpenApiParameter(
+                "version", int, description="whose verdicts: a model version (default production)"
+            ),
             OpenApiParameter("after", str, description="next_after of the previous page"),
             OpenApiParameter("limit", int, description="1-500, default 50"),
         ],
@@ -580,13 +583,15 @@ class LabelIssueListApi(APIView):
                 {"detail": filters.errors[0], "errors": {"query": filters.errors}},
                 status=status.HTTP_400_BAD_REQUEST,
             )
+        # The board's verdicts: production's, or those of `version`.
+        computation = review_selectors.label_issue_board(
+            project=access.project, number=filters.version
+        ).computation
         rows, following = review_selectors.label_issue_page(
-            project=access.project, filters=filters, limit=limit
+            project=access.project, filters=filters, limit=limit, computation=computation
         )
         count, exact = review_selectors.label_issue_total(
-            project=access.project,
-            filters=filters,
-            computation=review_selectors.label_issue_computation_latest(project=access.project),
+            project=access.project, filters=filters, computation=computation
         )
         body = {
             "count": count,

@@ -126,6 +126,18 @@ def binary_int8(values: np.ndarray | int, rows: int) -> np.ndarray:
     return _fixed(np.broadcast_to(np.asarray(values, dtype=np.int64), (rows,)), ">i8")
 
 
+def binary_int8_or_null(values: np.ndarray, missing: np.ndarray) -> Field:
+    """A nullable bigint field: NULL where `missing` is true."""
+    block = _fixed(np.asarray(values, dtype=np.int64), ">i8")
+    if not missing.any():
+        return block
+    if missing.all():
+        return np.frombuffer(_BINARY_NULL * len(block), dtype=np.uint8).reshape(len(block), 4)
+    return pc.if_else(
+        pa.array(missing), pa.scalar(_BINARY_NULL, pa.large_binary()), _as_binary(block)
+    )
+
+
 def binary_int4(values: np.ndarray | int, rows: int) -> np.ndarray:
     """An integer field: one value per row, or the same value for every row."""
     return _fixed(np.broadcast_to(np.asarray(values, dtype=np.int32), (rows,)), ">i4")

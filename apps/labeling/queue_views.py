@@ -68,6 +68,11 @@ def queue_page(request: HttpRequest, project_id: int) -> HttpResponse:
 def agreement_page(request: HttpRequest, project_id: int) -> HttpResponse:
     access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
     project = access.project
+    raw = request.GET.get("closed_before", "")
+    error = "" if raw == "" or raw.isdigit() else f"closed_before {raw!r} is not a task number."
+    closed, older = selectors.task_closed_list(
+        project=project, before_id=int(raw) if raw and not error else None
+    )
     context = {
         "project": project,
         "access": access,
@@ -75,9 +80,13 @@ def agreement_page(request: HttpRequest, project_id: int) -> HttpResponse:
         "disagreements": selectors.disagreements(project=project),
         "clinicians": selectors.label_counts_by_clinician(project=project),
         "relabel_tasks": selectors.task_list(project=project, kind=TaskKind.RELABEL)[:50],
+        "closed_tasks": closed,
+        "closed_older": older,
+        "closed_paged": bool(raw) and not error,
+        "error": error,
         "current": selectors.queue_settings_current(project_id=project.pk),
     }
-    return render(request, "labeling/agreement.html", context)
+    return render(request, "labeling/agreement.html", context, status=400 if error else 200)
 
 
 @login_required

@@ -6,13 +6,14 @@ import hashlib
 import warnings
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import NamedTuple
 
 import krippendorff
 import numpy as np
 import pandas as pd
 from django.db import connection
 from django.db.models import Case as Case_
-from django.db.models import Count, Exists, F, Max, OuterRef, Q, QuerySet, Sum, When
+from django.db.models import Count, Exists, F, Max, OuterRef, Q, QuerySet, Subquery, Sum, When
 from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 from sklearn.metrics import cohen_kappa_score
@@ -253,39 +254,52 @@ def _label_snapshot_copy(
     )
 
 
-def label_rows_authorship(
-    *, project_id: int, watermark: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(label ids ascending, author ids, created_at as UTC datetime64[us]) of a project's label
-    rows up to a watermark. On PostgreSQL the server concatenates each column into bytea that
-    numpy reads as is: a million rows as Python tuples with datetimes took seconds."""
+class LabelAuthorship(NamedTuple):
+    """A project's label rows as arrays, in label id order."""
+
+    ids: np.ndarray
+    authors: np.ndarray
+    times: np.ndarray  # created_at, UTC datetime64[us]
+    import_batches: np.ndarray  # the import a row came from; 0 for a label a person gave
+
+
+def label_rows_authorship(*, project_id: int, watermark: int) -> LabelAuthorship:
+    """Who gave each of a project's label rows up to a watermark, when, and from which import.
+    On PostgreSQL the server concatenates each column into bytea that numpy reads as is: a
+    million rows as Python tuples with datetimes took seconds."""
     if connection.vendor == "postgresql":
         table = Label._meta.db_table
         sql = (
             f"SELECT string_agg(int8send(id), ''::bytea), string_agg(int8send(author_id),"
-            f" ''::bytea), string_agg(timestamptz_send(created_at), ''::bytea)"
+            f" ''::bytea), string_agg(timestamptz_send(created_at), ''::bytea),"
+            f" string_agg(int8send(COALESCE(import_batch_id, 0)), ''::bytea)"
             f" FROM {table} WHERE project_id = %s AND id <= %s"
         )
-        ((id_blob, author_blob, time_blob),) = bulk.fetch_binary(sql, [project_id, watermark])
+        ((id_blob, author_blob, time_blob, batch_blob),) = bulk.fetch_binary(
+            sql, [project_id, watermark]
+        )
         if id_blob is None:
-            return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, "datetime64[us]")
-        # The three aggregates read the rows in one scan, so their values line up.
+            empty = np.empty(0, np.int64)
+            return LabelAuthorship(empty, empty, np.empty(0, "datetime64[us]"), empty)
+        # The aggregates read the rows in one scan, so their values line up.
         ids = np.frombuffer(id_blob, dtype=">i8").astype(np.int64)
         authors = np.frombuffer(author_blob, dtype=">i8").astype(np.int64)
+        batches = np.frombuffer(batch_blob, dtype=">i8").astype(np.int64)
         times = bulk.timestamps_from_send(time_blob)
         order = np.argsort(ids, kind="stable")
-        return ids[order], authors[order], times[order]
+        return LabelAuthorship(ids[order], authors[order], times[order], batches[order])
     history = list(
         Label.objects.filter(project_id=project_id, pk__lte=watermark)
         .order_by("pk")
-        .values_list("pk", "author_id", "created_at")
+        .values_list("pk", "author_id", "created_at", "import_batch_id")
     )
     n = len(history)
-    return (
+    return LabelAuthorship(
         np.fromiter((r[0] for r in history), dtype=np.int64, count=n),
         np.fromiter((r[1] for r in history), dtype=np.int64, count=n),
         # UTC, without the zone numpy cannot hold.
         np.array([r[2].replace(tzinfo=None) for r in history], dtype="datetime64[us]"),
+        np.fromiter((r[3] or 0 for r in history), dtype=np.int64, count=n),
     )
 
 
@@ -726,7 +740,9 @@ class Disagreement:
 
 
 def disagreements(*, project: Project, limit: int = 50) -> list[Disagreement]:
-    """Adjudication tasks, open ones first, with each clinician's label."""
+    """Adjudication tasks, open ones first, with the labels in dispute: each clinician's own
+    label of an overlap case; for a relabel that disagreed, the questioned label and the
+    relabel (the labels of the case when the adjudication was asked for)."""
     tasks = list(
         LabelTask.objects.filter(project=project, kind=TaskKind.ADJUDICATE)
         .exclude(status=TaskStatus.CANCELLED)
@@ -737,4 +753,73 @@ def disagreements(*, project: Project, limit: int = 50) -> list[Disagreement]:
         )[:limit]
     )
     opinions = opinions_by_case(project=project, case_ids=[t.case_id for t in tasks])
-    return [Disagreement(t, opinions.get(t.case_id, {})) for t in tasks]
+    disputed = _labels_in_dispute([t for t in tasks if not opinions.get(t.case_id)])
+    return [Disagreement(t, opinions.get(t.case_id) or disputed.get(t.pk, {})) for t in tasks]
+
+
+def _labels_in_dispute(tasks: list[LabelTask]) -> dict[int, dict[str, str]]:
+    """{task id: {who: label}} for adjudications that are not of an overlap case: each
+    author's newest label of the case before the adjudication was opened ("imported" for a
+    label from a file), in one query for all the tasks."""
+    if not tasks:
+        return {}
+    rows = (
+        Label.objects.filter(case_id__in={t.case_id for t in tasks})
+        .exclude(kind__in=[LabelKind.ADJUDICATED, LabelKind.UNDONE])
+        .order_by("-id")
+        .values_list("id", "case_id", "author__username", "value", "import_batch_id", "created_at")
+    )
+    undone = set(
+        Label.objects.filter(
+            case_id__in={t.case_id for t in tasks}, kind=LabelKind.UNDONE
+        ).values_list("undoes_id", flat=True)
+    )
+    found: dict[int, dict[str, str]] = {t.pk: {} for t in tasks}
+    by_case: dict[int, list[LabelTask]] = {}
+    for t in tasks:
+        by_case.setdefault(t.case_id, []).append(t)
+    for label_id, case_id, who, value, batch, created_at in rows:  # newest first
+        if label_id in undone:
+            continue
+        for t in by_case[case_id]:
+            if created_at <= t.created_at:
+                found[t.pk].setdefault("imported" if batch else who, value)
+    return found
+
+
+@dataclass
+class ClosedTask:
+    task: LabelTask
+    # The case's label just before the task's answer, for "did it change the case".
+    before: str | None
+
+    @property
+    def changed(self) -> bool | None:
+        if self.task.status != TaskStatus.DONE or self.task.label_id is None:
+            return None
+        return self.before != self.task.label.value
+
+
+def task_closed_list(
+    *, project: Project, before_id: int | None = None, limit: int = 25
+) -> tuple[list[ClosedTask], int | None]:
+    """Relabel and adjudication tasks done or cancelled, the most recently opened first, with
+    whether the answer changed the case; and the id to list the older ones from (None at the
+    end). One query for the page, keyset by task id."""
+    before = (
+        Label.objects.filter(case_id=OuterRef("case_id"), id__lt=OuterRef("label_id"))
+        .order_by("-id")
+        .values("value")[:1]
+    )
+    tasks = (
+        LabelTask.objects.filter(project=project)
+        .exclude(status=TaskStatus.OPEN)
+        .select_related("case", "assignee", "created_by", "closed_by", "label")
+        .annotate(value_before=Subquery(before))
+        .order_by("-id")
+    )
+    if before_id is not None:
+        tasks = tasks.filter(id__lt=before_id)
+    page = list(tasks[: limit + 1])
+    following = page[limit - 1].pk if len(page) > limit else None
+    return [ClosedTask(t, t.value_before) for t in page[:limit]], following

@@ -17,6 +17,10 @@ KINDS = {
 }
 
 
+# The "Labeled by" choice of the labels that came from files: parentheses are not in any
+# username, so it never names a person.
+IMPORTED = "(imported)"
+
 # More ranges than this is not a slice a reviewer reads, and each one is a condition per row.
 MAX_FEATURE_RANGES = 10
 # Query-string parameters of a feature range: min.<feature> and max.<feature>. The board's
@@ -50,6 +54,8 @@ class BoardFilters:
     max_confidence: float | None = None
     annotator: str = ""
     month: str = ""  # YYYY-MM
+    # Whose verdicts: a model version's number; None for the board's default (production's).
+    version: int | None = None
     features: list[FeatureRange] = field(default_factory=list)
     # The ranges as typed, valid or not (name, min, max), for the form to show them again.
     range_inputs: list[tuple[str, str, str]] = field(default_factory=list)
@@ -93,6 +99,12 @@ class BoardFilters:
                 continue
             setattr(found, name, value)
         found._ranges_from(query, features or {})
+        version = query.get("version", "")
+        if version:
+            if version.isdigit() and int(version) > 0:
+                found.version = int(version)
+            else:
+                found.errors.append(f"Version {version!r} is not a version number.")
         after = query.get("after", "")
         if after:
             try:
@@ -163,6 +175,7 @@ class BoardFilters:
             "max_confidence": "" if self.max_confidence is None else self.max_confidence,
             "annotator": self.annotator,
             "month": self.month,
+            "version": "" if self.version is None else self.version,
         }
         ranges = {}
         for r in self.features:

@@ -1,10 +1,10 @@
-"""Error analysis: each labeled case's out-of-sample verdict from the newest model version,
-ranked by how likely its label is wrong."""
+"""Error analysis: each labeled case's out-of-sample verdict from a model version (the board
+shows the production version's by default), ranked by how likely its label is wrong."""
 
 from django.conf import settings
 from django.db import models
 
-from apps.cases.models import Case
+from apps.cases.models import Case, ImportBatch
 from apps.labeling.models import Label
 from apps.modeling.models import ModelVersion
 from apps.projects.models import Project
@@ -13,7 +13,8 @@ from apps.projects.models import Project
 class LabelIssue(models.Model):
     """One labeled case as confident learning sees it (cleanlab): the label given, the class
     the out-of-fold probabilities suggest, and the label's quality score (lower: more likely
-    wrong). Rows are replaced for a whole project when a newer version's are computed.
+    wrong). Each version's verdicts are rows of their own: the board shows the production
+    version's while a newer one is judged, and a few versions are kept (services.VERSIONS_KEPT).
 
     Derived data written a million rows at a time: like the case scores, the foreign keys are
     not checked by the database (Django still cascades deletes)."""
@@ -35,12 +36,17 @@ class LabelIssue(models.Model):
     label_quality = models.FloatField()
     is_label_issue = models.BooleanField()
     misclassified = models.BooleanField()
+    # Who gave the label; None for a label that came from a file (import_batch), which is the
+    # file's and not the person's who imported it.
     labeled_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.SET_NULL,
         null=True,
         related_name="+",
         db_constraint=False,
+    )
+    import_batch = models.ForeignKey(
+        ImportBatch, on_delete=models.SET_NULL, null=True, related_name="+", db_constraint=False
     )
     labeled_at = models.DateTimeField()
     occurred_at = models.DateTimeField(null=True)
@@ -56,7 +62,9 @@ class LabelIssue(models.Model):
 
     class Meta:
         indexes = [
-            models.Index(fields=["project", "label_quality", "id"], name="label_issue_rank_idx"),
+            models.Index(
+                fields=["model_version", "label_quality", "id"], name="label_issue_version_rank_idx"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -65,7 +73,7 @@ class LabelIssue(models.Model):
 
 
 class LabelIssueComputation(models.Model):
-    """When, from which version and how the project's label issues were last found."""
+    """When and how one model version's label issues were found (once per version)."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="+")
@@ -78,12 +86,16 @@ class LabelIssueComputation(models.Model):
     # The board's counts, counted once with the verdicts rather than over a million rows at
     # every page view: "slices", [given, suggested, flagged, cases] for each combination;
     # "months", [YYYY-MM, cases, misclassified, flagged]; "annotators", [user id, labels,
-    # flagged]. Empty for computations stored before the board kept them.
+    # flagged] of the labels people gave; "imported", [import batch id, labels, flagged] of
+    # the labels that came from files. Empty for computations stored before the board kept them.
     summary = models.JSONField(default=dict)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["model_version"], name="label_issues_once_per_version")
+        ]
 
     def __str__(self) -> str:
         return f"label issues of {self.project} from v{self.model_version_id}"

@@ -3,16 +3,20 @@ and paged by keyset (so that page 1,000 of a million cases costs what page 1 doe
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import date
 
 from django.db.models import BinaryField, Count, Q, QuerySet
 from django.db.models.functions import Substr, TruncMonth
 
 from apps.accounts.models import User
+from apps.cases.models import ImportBatch
 from apps.labeling.models import Label, LabelKind
+from apps.modeling.models import Deployment
+from apps.modeling.selectors import deployment_current
 from apps.projects.models import Feature, Project
 from apps.review import feature_keys
-from apps.review.filters import BoardFilters
+from apps.review.filters import IMPORTED, BoardFilters
 from apps.review.models import Comment, LabelIssue, LabelIssueComputation, Mention, SavedView
 
 
@@ -23,8 +27,66 @@ def board_features(*, project: Project) -> dict[str, int]:
     )
 
 
-def _filtered(project: Project, f: BoardFilters) -> QuerySet[LabelIssue]:
-    rows = LabelIssue.objects.filter(project=project)
+@dataclass
+class BoardVersion:
+    """Whose verdicts the board shows: the production version's unless another is asked for
+    (or production has none yet), and why, when they are not production's."""
+
+    computation: LabelIssueComputation | None
+    production: Deployment | None
+    # Every version whose verdicts are kept, newest first: the board's choice of version.
+    computed: list[LabelIssueComputation] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def is_production(self) -> bool:
+        return (
+            self.computation is not None
+            and self.production is not None
+            and self.computation.model_version_id == self.production.model_version_id
+        )
+
+
+def label_issue_board(*, project: Project, number: int | None = None) -> BoardVersion:
+    """The verdicts the board shows: of version `number` when asked for, else of the version
+    in production; the newest kept when production's are not found yet (said in `note`).
+    Two queries, whatever the number of cases."""
+    computed = list(
+        LabelIssueComputation.objects.filter(project=project)
+        .select_related("model_version")
+        .order_by("-model_version__number")
+    )
+    production = deployment_current(project=project)
+    by_number = {c.model_version.number: c for c in computed}
+    note = ""
+    if number is not None:
+        if number in by_number:
+            return BoardVersion(by_number[number], production, computed)
+        kept = ", ".join(str(n) for n in sorted(by_number)) or "none"
+        note = f"Version {number} has no verdicts (versions with verdicts: {kept}). "
+    if production is not None:
+        shown = next(
+            (c for c in computed if c.model_version_id == production.model_version_id), None
+        )
+        if shown is not None:
+            return BoardVersion(shown, production, computed, note.strip())
+        if computed:
+            note += (
+                f"Version {production.model_version.number} is in production, but its "
+                f"verdicts are not found yet (the worker finds them after a training run, or "
+                f"within a quarter of an hour of a deployment): showing version "
+                f"{computed[0].model_version.number}'s, the newest found."
+            )
+    elif computed:
+        note += (
+            f"No version is in production yet: showing version "
+            f"{computed[0].model_version.number}'s verdicts, the newest found."
+        )
+    return BoardVersion(computed[0] if computed else None, production, computed, note.strip())
+
+
+def _filtered(computation: LabelIssueComputation, f: BoardFilters) -> QuerySet[LabelIssue]:
+    rows = LabelIssue.objects.filter(model_version_id=computation.model_version_id)
     if f.kind == "issues":
         rows = rows.filter(is_label_issue=True)
     elif f.kind == "misclassified":
@@ -39,7 +101,9 @@ def _filtered(project: Project, f: BoardFilters) -> QuerySet[LabelIssue]:
         rows = rows.filter(suggested_probability__gte=f.min_confidence)
     if f.max_confidence is not None:
         rows = rows.filter(suggested_probability__lte=f.max_confidence)
-    if f.annotator:
+    if f.annotator == IMPORTED:
+        rows = rows.filter(import_batch__isnull=False)
+    elif f.annotator:
         rows = rows.filter(labeled_by__username=f.annotator)
     if f.month:
         year, month = (int(p) for p in f.month.split("-"))
@@ -85,14 +149,23 @@ def _up_to(rows: QuerySet[LabelIssue], key: tuple[float, int]) -> QuerySet[Label
 
 
 def label_issue_page(
-    *, project: Project, filters: BoardFilters, limit: int = 50
+    *,
+    project: Project,
+    filters: BoardFilters,
+    limit: int = 50,
+    computation: LabelIssueComputation | None = None,
 ) -> tuple[list[LabelIssue], tuple[float, int] | None]:
-    """One page, most likely wrong first; and the keyset of the next page (None at the end).
+    """One page of a computation's verdicts (by default those label_issue_board shows), most
+    likely wrong first; and the keyset of the next page (None at the end).
 
     Each row carries `range_values`: its values of the filtered features (None if missing)."""
+    if computation is None:
+        computation = label_issue_board(project=project, number=filters.version).computation
+        if computation is None:
+            return [], None
     rows = (
-        _filtered(project, filters)
-        .select_related("case", "labeled_by")
+        _filtered(computation, filters)
+        .select_related("case", "labeled_by", "import_batch")
         .order_by("label_quality", "id")
     )
     if not filters.features:
@@ -105,7 +178,9 @@ def label_issue_page(
         # else to do; the windows grow so that a rare range still takes few queries.
         page = []
         start, window = filters.after, RANGE_WINDOW
-        ranked = LabelIssue.objects.filter(project=project).order_by("label_quality", "id")
+        ranked = LabelIssue.objects.filter(model_version_id=computation.model_version_id).order_by(
+            "label_quality", "id"
+        )
         while len(page) <= limit:
             ends = list(
                 (_after(ranked, start) if start else ranked).values_list("label_quality", "id")[
@@ -121,6 +196,7 @@ def label_issue_page(
             start, window = ends[0], window * 4
     following = (page[limit - 1].label_quality, page[limit - 1].pk) if len(page) > limit else None
     for row in page:
+        row.model_version = computation.model_version  # one version for the whole page
         row.range_values = [
             feature_keys.decode(row.feature_keys, r.position) for r in filters.features
         ]
@@ -160,9 +236,9 @@ def label_issue_total(
     for kind and classes; any other filter is counted in the database, but only up to
     COUNT_CAP: an exact count of a million rows costs a quarter of a second at every page."""
     stored = label_issue_count_stored(filters=filters, computation=computation)
-    if stored is not None:
-        return stored, True
-    counted = _filtered(project, filters)[: COUNT_CAP + 1].count()
+    if stored is not None or computation is None:
+        return stored or 0, True
+    counted = _filtered(computation, filters)[: COUNT_CAP + 1].count()
     return min(counted, COUNT_CAP), counted <= COUNT_CAP
 
 
@@ -175,11 +251,13 @@ def label_issue_computation_latest(*, project: Project) -> LabelIssueComputation
 
 
 def error_rates_by_month(
-    *, project: Project, computation: LabelIssueComputation | None = None
+    *, project: Project, computation: LabelIssueComputation | None
 ) -> list[dict]:
     """Where the model fails: per month of the cases, how many are misclassified out of sample
     and how many labels look wrong. From the counts stored with the verdicts when there are."""
-    if computation is not None and "months" in computation.summary:
+    if computation is None:
+        return []
+    if "months" in computation.summary:
         rows = [
             {
                 "period": date.fromisoformat(period + "-01"),
@@ -191,7 +269,9 @@ def error_rates_by_month(
         ]
     else:
         rows = list(
-            LabelIssue.objects.filter(project=project, occurred_at__isnull=False)
+            LabelIssue.objects.filter(
+                model_version_id=computation.model_version_id, occurred_at__isnull=False
+            )
             .annotate(period=TruncMonth("occurred_at"))
             .values("period")
             .annotate(
@@ -207,41 +287,45 @@ def error_rates_by_month(
 
 
 def error_rates_by_annotator(
-    *, project: Project, computation: LabelIssueComputation | None = None
+    *, project: Project, computation: LabelIssueComputation | None
 ) -> list[dict]:
     """Per clinician: labels given, and the share the board flags as likely wrong (from the
-    counts stored with the verdicts when there are); and their agreement with adjudications."""
-    if computation is not None and "annotators" in computation.summary:
-        counted = computation.summary["annotators"]
-        names = dict(
-            User.objects.filter(pk__in=[a for a, _, _ in counted]).values_list("pk", "username")
-        )
-        rows = sorted(
-            (
-                {"labeled_by__username": names.get(a), "labels": n, "issues": i}
-                for a, n, i in counted
-            ),
-            key=lambda r: (r["labeled_by__username"] is None, r["labeled_by__username"] or ""),
-        )
+    counts stored with the verdicts when there are); and their agreement with adjudications.
+    Labels that came from files are counted apart, in one "imported" row last: they are not
+    the labels of the person who imported the file."""
+    people: list[tuple[int, int, int]] = []  # user id, labels, flagged
+    files: list[tuple[int, int, int]] = []  # import batch id, labels, flagged
+    if computation is None:
+        pass
+    elif "annotators" in computation.summary:
+        people = [tuple(a) for a in computation.summary["annotators"]]
+        files = [tuple(f) for f in computation.summary.get("imported", [])]
     else:
-        rows = list(
-            LabelIssue.objects.filter(project=project)
-            .values("labeled_by__username")
-            .annotate(
-                labels=Count("id"),
-                issues=Count("id", filter=Q(is_label_issue=True)),
-            )
-            .order_by("labeled_by__username")
+        counted = (
+            LabelIssue.objects.filter(model_version_id=computation.model_version_id)
+            .values_list("labeled_by_id", "import_batch_id")
+            .annotate(labels=Count("id"), issues=Count("id", filter=Q(is_label_issue=True)))
+            .order_by()
         )
+        for author, batch, n, i in counted:
+            if batch is not None:
+                files.append((batch, n, i))
+            elif author is not None:
+                people.append((author, n, i))
+    names = dict(
+        User.objects.filter(pk__in=[a for a, _, _ in people]).values_list("pk", "username")
+    )
+    rows = sorted(
+        ({"username": names.get(a, "(removed)"), "labels": n, "issues": i} for a, n, i in people),
+        key=lambda r: r["username"],
+    )
     agreement = annotator_agreement(project=project)
-    return [
+    result = [
         {
-            "username": r["labeled_by__username"] or "(imported)",
-            "labels": r["labels"],
-            "issues": r["issues"],
+            **r,
             "share": r["issues"] / r["labels"] if r["labels"] else 0.0,
-            "adjudicated": agreement.get(r["labeled_by__username"], {}).get("adjudicated", 0),
-            "agreed": agreement.get(r["labeled_by__username"], {}).get("agreed", 0),
+            "adjudicated": agreement.get(r["username"], {}).get("adjudicated", 0),
+            "agreed": agreement.get(r["username"], {}).get("agreed", 0),
         }
         for r in rows
     ] + [
@@ -253,33 +337,62 @@ def error_rates_by_annotator(
             "adjudicated": row["adjudicated"],
             "agreed": row["agreed"],
         }
-        for username, row in agreement.items()
-        if username not in {r["labeled_by__username"] for r in rows}
+        for username, row in sorted(agreement.items())
+        if username not in {r["username"] for r in rows}
     ]
+    if files:
+        labels = sum(n for _, n, _ in files)
+        issues = sum(i for _, _, i in files)
+        result.append(
+            {
+                "username": IMPORTED,
+                "imported": True,
+                "files": list(
+                    ImportBatch.objects.filter(pk__in=[b for b, _, _ in files]).order_by("id")
+                ),
+                "labels": labels,
+                "issues": issues,
+                "share": issues / labels if labels else 0.0,
+                "adjudicated": 0,
+                "agreed": 0,
+            }
+        )
+    return result
 
 
 def saved_views(*, project: Project) -> QuerySet[SavedView]:
     return SavedView.objects.filter(project=project).select_related("created_by")
 
 
-def discussion_hidden(*, case, user, project: Project) -> bool:
-    """Whether a case's discussion is hidden from this user now: while they label it
-    independently (overlap), or relabel it blind."""
+# Why a discussion is hidden (discussion_hidden); "" when it is not.
+HIDDEN_OVERLAP = "overlap"
+HIDDEN_BLIND_RELABEL = "blind_relabel"
+
+
+def discussion_hidden(*, case, user, project: Project) -> str:
+    """Why a case's discussion is hidden from this user now ("" when it is not): while they
+    label it independently (an overlap case they have not labeled yet), or relabel it blind."""
     from apps.labeling.models import Lease, LeaseState, TaskKind
     from apps.labeling.selectors import case_blind_for
 
     if case_blind_for(case=case, user=user):
-        return True
-    return (
+        return HIDDEN_OVERLAP
+    if (
         project.relabel_blind
         and Lease.objects.filter(
             case=case, user=user, state=LeaseState.ACTIVE, task__kind=TaskKind.RELABEL
         ).exists()
-    )
+    ):
+        return HIDDEN_BLIND_RELABEL
+    return ""
 
 
 def comment_thread(*, case_id: int) -> QuerySet[Comment]:
     return Comment.objects.filter(case_id=case_id).select_related("author").order_by("id")
+
+
+def comment_count(*, case_id: int) -> int:
+    return Comment.objects.filter(case_id=case_id).count()
 
 
 def mentions_for(*, user, unseen_only: bool = False, limit: int = 100) -> list[Mention]:
@@ -309,9 +422,10 @@ def annotator_agreement(*, project: Project) -> dict[str, dict]:
         decisions[case_id] = (label_id, value, author_id)
     if not decisions:
         return {}
+    # An imported label is the file's, not an opinion of whoever imported it.
     earlier = (
         Label.objects.filter(case_id__in=list(decisions))
-        .exclude(kind__in=[LabelKind.ADJUDICATED, LabelKind.UNDONE])
+        .exclude(kind__in=[LabelKind.ADJUDICATED, LabelKind.UNDONE, LabelKind.IMPORTED])
         .values_list("id", "case_id", "value", "author__username", "author_id")
         .order_by("id")
     )
@@ -331,7 +445,7 @@ def annotator_agreement(*, project: Project) -> dict[str, dict]:
 
 
 def error_rates_by_feature_band(
-    *, project: Project, feature: str, bands: int = 5
+    *, project: Project, feature: str, computation: LabelIssueComputation | None, bands: int = 5
 ) -> list[dict] | None:
     """Where the model fails, by bands of one feature (quantiles of the labeled cases' values,
     missing values a band of their own). None for a feature the project does not have."""
@@ -342,8 +456,10 @@ def error_rates_by_feature_band(
     matrix = case_feature_matrix(project_id=project.pk)
     if feature not in matrix.feature_names:
         return None
+    if computation is None:
+        return []
     verdicts = np.array(
-        LabelIssue.objects.filter(project=project)
+        LabelIssue.objects.filter(model_version_id=computation.model_version_id)
         .order_by("case_id")
         .values_list("case_id", "misclassified", "is_label_issue"),
         dtype=np.int64,

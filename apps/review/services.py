@@ -26,7 +26,8 @@ from apps.labeling.models import LabelTask, TaskKind, TaskStatus
 from apps.labeling.selectors import label_rows_authorship
 from apps.labeling.services import task_open
 from apps.modeling.ml.training import out_of_fold
-from apps.modeling.models import ModelVersion
+from apps.modeling.models import Deployment, ModelVersion
+from apps.modeling.selectors import deployment_current
 from apps.modeling.services import training_data
 from apps.projects.models import Membership, Project
 from apps.review import feature_keys
@@ -39,17 +40,38 @@ logger = logging.getLogger(__name__)
 
 FOLDS = 5
 MAX_TASKS_AT_ONCE = 500
+# The verdicts of this many of a project's newest versions are kept, besides the production
+# version's: a reviewer compares a new version with production, and a million rows a version
+# is what each costs.
+VERSIONS_KEPT = 2
+
+
+def _versions_kept(project: Project) -> set[int]:
+    """The ids of the versions whose verdicts the project keeps: production's and the newest."""
+    kept = set(
+        ModelVersion.objects.filter(project=project)
+        .order_by("-number")
+        .values_list("pk", flat=True)[:VERSIONS_KEPT]
+    )
+    production = deployment_current(project=project)
+    if production is not None:
+        kept.add(production.model_version_id)
+    return kept
 
 
 def label_issues_find(*, version_id: int) -> LabelIssueComputation | None:
     """Cross-validate the version's model family on the version's own label snapshot, rank
-    every labeled case with confident learning, and replace the project's board with it.
+    every labeled case with confident learning, and store the verdicts as that version's.
+    The verdicts of versions no longer kept (see VERSIONS_KEPT) are removed.
 
-    Idempotent; skips a version older than the one the board already shows."""
+    Idempotent; skips a version whose verdicts exist, or that is neither in production nor
+    among the newest."""
     version = ModelVersion.objects.select_related("training_run", "project").get(pk=version_id)
     project = version.project
-    last = LabelIssueComputation.objects.filter(project=project).first()
-    if last is not None and last.model_version.number >= version.number:
+    if LabelIssueComputation.objects.filter(model_version=version).exists():
+        return None
+    if version.pk not in _versions_kept(project):
+        logger.info("version %s: neither in production nor among the newest", version.pk)
         return None
     started = time.monotonic()
     run = version.training_run
@@ -68,27 +90,31 @@ def label_issues_find(*, version_id: int) -> LabelIssueComputation | None:
     if folds < 2:
         # Recorded, so that the scheduler does not ask again and the board can say why.
         logger.info("project %s: too few labels of a class to find label issues", project.pk)
-        return LabelIssueComputation.objects.create(
-            project=project,
-            model_version=version,
-            cases=len(data.y),
-            issues=0,
-            misclassified=0,
-            folds=0,
-            model_family=version.model_family,
-            seconds=time.monotonic() - started,
-        )
+        with transaction.atomic():
+            Project.objects.select_for_update().get(pk=project.pk)
+            if LabelIssueComputation.objects.filter(model_version=version).exists():
+                return None
+            return LabelIssueComputation.objects.create(
+                project=project,
+                model_version=version,
+                cases=len(data.y),
+                issues=0,
+                misclassified=0,
+                folds=0,
+                model_family=version.model_family,
+                seconds=time.monotonic() - started,
+            )
     proba, _ = out_of_fold(
         data.X, data.y, classes, run.params, run.seed, version.model_family, folds
     )
     verdicts = label_verdicts(data.y, proba, classes)
-    # Who gave each label and when: one read of the project's label rows, matched in numpy.
-    known_ids, known_authors, known_times = label_rows_authorship(
-        project_id=project.pk, watermark=run.label_watermark or 0
-    )
-    where = np.searchsorted(known_ids, label_ids)
-    authors = known_authors[where]
-    labeled_at = known_times[where]
+    # Who gave each label and when: one read of the project's label rows, matched in numpy. A
+    # label that came from a file is the file's (its import), not its importer's.
+    known = label_rows_authorship(project_id=project.pk, watermark=run.label_watermark or 0)
+    where = np.searchsorted(known.ids, label_ids)
+    batches = known.import_batches[where]
+    authors = np.where(batches > 0, 0, known.authors[where])
+    labeled_at = known.times[where]
     given = np.asarray(classes, dtype=object)[verdicts.given]
     suggested = np.asarray(classes, dtype=object)[verdicts.suggested]
     rows = np.arange(len(label_ids))
@@ -102,7 +128,8 @@ def label_issues_find(*, version_id: int) -> LabelIssueComputation | None:
         "label_quality": verdicts.quality,
         "is_label_issue": verdicts.is_issue,
         "misclassified": verdicts.suggested != verdicts.given,
-        "labeled_by_id": authors,
+        "labeled_by_id": authors,  # 0: imported
+        "import_batch_id": batches,  # 0: given by a person
         "labeled_at": labeled_at,
         "occurred_at": data.occurred_at,
         # Each case's row in the feature matrix: every feature, not just the configuration's,
@@ -110,12 +137,20 @@ def label_issues_find(*, version_id: int) -> LabelIssueComputation | None:
         "feature_row": np.searchsorted(matrix.case_ids, data.case_ids),
     }
     with transaction.atomic():
-        # One writer per project at a time, and never an older version over a newer one.
+        # One writer per project at a time, and each version's verdicts once.
         Project.objects.select_for_update().get(pk=project.pk)
-        newest = LabelIssueComputation.objects.filter(project=project).first()
-        if newest is not None and newest.model_version.number >= version.number:
+        if LabelIssueComputation.objects.filter(model_version=version).exists():
             return None
-        LabelIssue.objects.filter(project=project).delete()
+        kept = _versions_kept(project) | {version.pk}
+        dropped = list(
+            LabelIssueComputation.objects.filter(project=project)
+            .exclude(model_version_id__in=kept)
+            .values_list("model_version_id", flat=True)
+        )
+        if dropped:
+            # By version, which the rank index starts with.
+            LabelIssue.objects.filter(model_version_id__in=dropped).delete()
+            LabelIssueComputation.objects.filter(model_version_id__in=dropped).delete()
         _label_issues_write(project.pk, version.pk, columns, matrix.values)
         computation = LabelIssueComputation.objects.create(
             project=project,
@@ -159,9 +194,18 @@ def _board_summary(columns: dict[str, np.ndarray], classes: list[str], verdicts)
             [str(period), int(n), int(m), int(i)]
             for period, n, m, i in zip(periods, cases, wrong, issues, strict=True)
         ]
-    authors, where = np.unique(columns["labeled_by_id"], return_inverse=True)
-    labels = np.bincount(where, minlength=len(authors))
-    issues = np.bincount(where, weights=flagged, minlength=len(authors))
+
+    def per(keys: np.ndarray, rows: np.ndarray) -> list[list[int]]:
+        """[key, labels, flagged] for each key among the rows chosen."""
+        values, where = np.unique(keys[rows], return_inverse=True)
+        labels = np.bincount(where, minlength=len(values))
+        issues = np.bincount(where, weights=flagged[rows], minlength=len(values))
+        return [[int(v), int(n), int(i)] for v, n, i in zip(values, labels, issues, strict=True)]
+
+    # A label from a file counts for its import, never for the person who imported it.
+    imported = columns["import_batch_id"] > 0
+    annotators = per(columns["labeled_by_id"], ~imported)
+    from_files = per(columns["import_batch_id"], imported)
     return {
         "slices": [
             [classes[c // 2 // k], classes[c // 2 % k], bool(c % 2), int(n)]
@@ -169,9 +213,8 @@ def _board_summary(columns: dict[str, np.ndarray], classes: list[str], verdicts)
             if n
         ],
         "months": months,
-        "annotators": [
-            [int(a), int(n), int(i)] for a, n, i in zip(authors, labels, issues, strict=True)
-        ],
+        "annotators": annotators,
+        "imported": from_files,
     }
 
 
@@ -202,7 +245,12 @@ def _label_issues_write(
                 "label_quality": bulk.binary_float8(part["label_quality"], m),
                 "is_label_issue": bulk.binary_bool(part["is_label_issue"], m),
                 "misclassified": bulk.binary_bool(part["misclassified"], m),
-                "labeled_by_id": bulk.binary_int8(part["labeled_by_id"], m),
+                "labeled_by_id": bulk.binary_int8_or_null(
+                    part["labeled_by_id"], part["labeled_by_id"] == 0
+                ),
+                "import_batch_id": bulk.binary_int8_or_null(
+                    part["import_batch_id"], part["import_batch_id"] == 0
+                ),
                 "labeled_at": bulk.binary_timestamptz(part["labeled_at"], m),
                 "occurred_at": bulk.binary_timestamptz(part["occurred_at"], m),
                 "feature_keys": bulk.binary_bytea_rows(
@@ -228,7 +276,8 @@ def _label_issues_write(
                 label_quality=float(columns["label_quality"][i]),
                 is_label_issue=bool(columns["is_label_issue"][i]),
                 misclassified=bool(columns["misclassified"][i]),
-                labeled_by_id=int(columns["labeled_by_id"][i]),
+                labeled_by_id=int(columns["labeled_by_id"][i]) or None,
+                import_batch_id=int(columns["import_batch_id"][i]) or None,
                 labeled_at=labeled[i].to_pydatetime(),
                 occurred_at=None if pd.isna(occurred[i]) else occurred[i].to_pydatetime(),
                 feature_keys=keys[i].tobytes(),
@@ -245,7 +294,9 @@ LABEL_ISSUES_RESEND_AFTER = timedelta(minutes=15)
 
 
 def label_issues_mend(*, now=None) -> list[int]:
-    """Send again the label-issue task of each project's newest version that has none."""
+    """Send again the label-issue task of each project's newest version that has none, and
+    send it for a production version that has none (one deployed again after its verdicts
+    were removed, or deployed before they were found): the board shows production's."""
     now = now or timezone.now()
     sent = []
     done = LabelIssueComputation.objects.filter(model_version=OuterRef("pk"))
@@ -255,7 +306,20 @@ def label_issues_mend(*, now=None) -> list[int]:
         created_at__lt=now - LABEL_ISSUES_RESEND_AFTER,
         created_at__gt=now - timedelta(days=1),
     ).exclude(Exists(done))
-    for version_id in candidates.values_list("pk", flat=True):
+    production = Deployment.objects.filter(project=OuterRef("project")).order_by("-id")
+    deployed = (
+        Deployment.objects.filter(
+            pk=Subquery(production.values("pk")[:1]),
+            created_at__lt=now - LABEL_ISSUES_RESEND_AFTER,
+            created_at__gt=now - timedelta(days=1),
+        )
+        .exclude(
+            Exists(LabelIssueComputation.objects.filter(model_version=OuterRef("model_version")))
+        )
+        .values_list("model_version_id", flat=True)
+    )
+    due = list(dict.fromkeys([*candidates.values_list("pk", flat=True), *deployed]))
+    for version_id in due:
         try:
             current_app.send_task("review.find_label_issues", args=[version_id])
         except (BrokerError, OSError) as error:

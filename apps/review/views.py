@@ -19,7 +19,7 @@ from apps.projects.selectors import (
     project_get_for_user,
 )
 from apps.review import selectors, services
-from apps.review.filters import KINDS, BoardFilters
+from apps.review.filters import IMPORTED, KINDS, BoardFilters
 
 
 @login_required
@@ -29,7 +29,8 @@ def board(request: HttpRequest, project_id: int) -> HttpResponse:
     project = access.project
     features = project_features(project=project)
     filters = BoardFilters.from_query(request.GET, features={f.name: f.position for f in features})
-    computation = selectors.label_issue_computation_latest(project=project)
+    shown = selectors.label_issue_board(project=project, number=filters.version)
+    computation = shown.computation
     if request.htmx and request.GET.get("fragment") == "count":
         total, exact = selectors.label_issue_total(
             project=project, filters=filters, computation=computation
@@ -41,7 +42,11 @@ def board(request: HttpRequest, project_id: int) -> HttpResponse:
             {"project": project, "total": total, "total_exact": exact},
         )
     band_feature = request.GET.get("band_feature", "")
-    rows, following = selectors.label_issue_page(project=project, filters=filters)
+    rows, following = (
+        selectors.label_issue_page(project=project, filters=filters, computation=computation)
+        if computation is not None
+        else ([], None)
+    )
     units = {f.name: f.unit for f in features}
     context = {
         "project": project,
@@ -65,9 +70,12 @@ def board(request: HttpRequest, project_id: int) -> HttpResponse:
         "total": selectors.label_issue_count_stored(filters=filters, computation=computation),
         "total_exact": True,
         "computation": computation,
+        "shown": shown,
         "by_month": selectors.error_rates_by_month(project=project, computation=computation),
         "band_feature": band_feature,
-        "by_band": selectors.error_rates_by_feature_band(project=project, feature=band_feature)
+        "by_band": selectors.error_rates_by_feature_band(
+            project=project, feature=band_feature, computation=computation
+        )
         if band_feature
         else None,
         "features": features,
@@ -86,6 +94,7 @@ def board(request: HttpRequest, project_id: int) -> HttpResponse:
             project=project, computation=computation
         ),
         "members": membership_list(project=project),
+        "imported_choice": IMPORTED,
         "return_to": request.get_full_path(),
         "saved_views": selectors.saved_views(project=project),
         "current_query": filters.query_string(),
@@ -156,12 +165,16 @@ def saved_view_save(request: HttpRequest, project_id: int) -> HttpResponse:
 
 
 def _thread_context(request: HttpRequest, access, case: Case, **extra) -> dict:
+    hidden = selectors.discussion_hidden(case=case, user=request.user, project=access.project)
     return {
         "project": access.project,
         "access": access,
         "case": case,
-        "comments": selectors.comment_thread(case_id=case.pk),
-        "hidden": selectors.discussion_hidden(case=case, user=request.user, project=access.project),
+        # While hidden, only how many comments there are: that a discussion exists is no
+        # one's opinion, and the person knows to come back to it.
+        "comments": [] if hidden else selectors.comment_thread(case_id=case.pk),
+        "comment_count": selectors.comment_count(case_id=case.pk) if hidden else None,
+        "hidden": hidden,
         **extra,
     }
 

@@ -51,3 +51,26 @@ document.addEventListener("htmx:afterRequest", (event) => {
   const form = event.detail.elt;
   if (form?.dataset?.resetOnSuccess !== undefined && event.detail.xhr.status === 200) form.reset();
 });
+
+// "Select every case of this page" on the review board: a header checkbox with
+// data-select-page="<name>" checks or clears the form's checkboxes of that name, and shows
+// whether all, some or none of them are checked.
+(() => {
+  const boxes = (all) => all.form?.querySelectorAll(`input[type=checkbox][name="${all.dataset.selectPage}"]`) ?? [];
+  const sync = (all) => {
+    const list = [...boxes(all)];
+    const checked = list.filter((box) => box.checked).length;
+    all.checked = list.length > 0 && checked === list.length;
+    all.indeterminate = checked > 0 && checked < list.length;
+  };
+  document.addEventListener("change", (event) => {
+    const target = event.target;
+    if (target.matches?.("input[data-select-page]")) {
+      boxes(target).forEach((box) => { box.checked = target.checked; });
+      return;
+    }
+    target.form?.querySelectorAll("input[data-select-page]").forEach((all) => {
+      if (all.dataset.selectPage === target.name) sync(all);
+    });
+  });
+})();
