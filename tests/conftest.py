@@ -22,7 +22,12 @@ def _user(username: str) -> User:
 
 @pytest.fixture
 def data_scientist(db) -> User:
-    return _user("dana")
+    """Dana may create projects before she is in any (the site administrator's permission)."""
+    from django.contrib.auth.models import Permission
+
+    user = _user("dana")
+    user.user_permissions.add(Permission.objects.get(codename="add_project"))
+    return user
 
 
 @pytest.fixture

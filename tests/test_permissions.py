@@ -34,6 +34,9 @@ from tests.world import OTHER_NAME, PROJECT_NAME, World, module_world
 # Who may use a route, per method: a role of the project (at least), or any signed-in user for
 # routes that belong to no project (their answers are about the caller's own projects).
 AUTHENTICATED = "authenticated"
+# Creating a project: someone who is a data scientist or admin of some project (the outsider
+# is the admin of their own), not clinicians and reviewers.
+PROJECT_CREATOR = "project creator"
 CLINICIAN, REVIEWER, DATA_SCIENTIST, ADMIN = (
     Role.CLINICIAN,
     Role.REVIEWER,
@@ -45,7 +48,8 @@ ACCESS: dict[str, dict[str, str]] = {
     # Pages
     "workbench:home": {"GET": AUTHENTICATED},
     "workbench:project": {"GET": CLINICIAN},
-    "projects:create": {"GET": AUTHENTICATED, "POST": AUTHENTICATED},
+    "projects:create": {"GET": PROJECT_CREATOR, "POST": PROJECT_CREATOR},
+    "workbench:member_remove": {"POST": ADMIN},
     "projects:settings": {"GET": DATA_SCIENTIST, "POST": DATA_SCIENTIST},
     "projects:members": {"GET": ADMIN, "POST": ADMIN},
     "labeling:label": {"GET": CLINICIAN},
@@ -84,9 +88,9 @@ ACCESS: dict[str, dict[str, str]] = {
     "features:change": {"GET": REVIEWER, "POST": REVIEWER},
     "features:retire": {"POST": REVIEWER},
     # API
-    "api:projects": {"GET": AUTHENTICATED, "POST": AUTHENTICATED},
+    "api:projects": {"GET": AUTHENTICATED, "POST": PROJECT_CREATOR},
     "api:project": {"GET": CLINICIAN},
-    "api:members": {"GET": ADMIN, "POST": ADMIN},
+    "api:members": {"GET": ADMIN, "POST": ADMIN, "DELETE": ADMIN},
     "api:cases": {"GET": REVIEWER},
     "api:import": {"POST": DATA_SCIENTIST},
     "api:export": {"GET": DATA_SCIENTIST},
@@ -237,6 +241,8 @@ def _allows(required: str, persona: str) -> bool:
         return False
     if required == AUTHENTICATED:
         return True
+    if required == PROJECT_CREATOR:
+        return persona in ("outsider", Role.DATA_SCIENTIST, Role.ADMIN)
     if persona == "outsider":
         return False
     return ROLE_RANK[persona] >= ROLE_RANK[required]
@@ -288,7 +294,7 @@ def test_permission_matrix(world: World, route: Route, method: str, persona: str
         # Nothing of the project may show: not its name, whether the answer is 404 or a page
         # of the outsider's own.
         assert PROJECT_NAME not in body, where
-        if required != AUTHENTICATED:
+        if required not in (AUTHENTICATED, PROJECT_CREATOR):
             assert status == 404, where
             return
     if _allows(required, persona):

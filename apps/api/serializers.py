@@ -68,6 +68,10 @@ class MemberIn(serializers.Serializer):
     role = serializers.ChoiceField(choices=Role.choices)
 
 
+class MemberRemoveIn(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+
+
 class MemberOut(serializers.Serializer):
     username = serializers.CharField(source="user.username")
     role = serializers.CharField()

@@ -36,6 +36,7 @@ from apps.projects.selectors import (
     ProjectAccess,
     membership_list,
     membership_user,
+    project_create_check,
     project_features,
     project_get_for_user,
     project_list_for_user,
@@ -67,6 +68,7 @@ class ProjectListCreateApi(APIView):
 
     @extend_schema(request=s.ProjectCreateIn, responses={201: s.ProjectOut})
     def post(self, request: Request) -> Response:
+        project_create_check(user=request.user)
         data = s.ProjectCreateIn(data=request.data)
         data.is_valid(raise_exception=True)
         features = [
@@ -110,6 +112,23 @@ class ProjectMemberApi(APIView):
             project=access.project, changed_by=request.user, **data.validated_data
         )
         return Response(s.MemberOut(membership).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=s.MemberRemoveIn,
+        responses={204: None, 400: s.ErrorOut},
+        description="Remove a member: the cases they hold go back to the queue, their tasks to "
+        "the pool; their labels stay. The project's last admin cannot be removed.",
+    )
+    def delete(self, request: Request, project_id: int) -> Response:
+        access = project_get_for_user(user=request.user, project_id=project_id, role=Role.ADMIN)
+        data = s.MemberRemoveIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        labeling_services.member_remove(
+            project=access.project,
+            username=data.validated_data["username"],
+            removed_by=request.user,
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class CaseImportApi(APIView):

@@ -37,6 +37,7 @@ from apps.labeling.models import (
     TaskStatus,
     UncertaintyMeasure,
 )
+from apps.projects import services as project_services
 from apps.projects.models import ROLE_RANK, Membership, Project, Role
 
 logger = logging.getLogger(__name__)
@@ -592,6 +593,35 @@ def case_skip(*, case: Case, user: User) -> Skip:
             )
         _recount_slots(case.pk)
         return Skip.objects.create(case=case, user=user)
+
+
+def member_remove(*, project: Project, username: str, removed_by: User) -> Membership:
+    """Take a person out of a project and hand their work back: the cases they hold return to
+    the queue and the tasks assigned to them to the pool, so that nothing waits on someone who
+    can no longer open the project. Their labels stay in the history."""
+    now = timezone.now()
+    with transaction.atomic():
+        user = User.objects.filter(username=username).first()
+        held = list(
+            Lease.objects.filter(project=project, user=user, state=LeaseState.ACTIVE)
+            if user is not None
+            else []
+        )
+        for lease in held:
+            _close_lease(lease, LeaseState.RELEASED, now)
+        pooled = (
+            LabelTask.objects.filter(project=project, assignee=user, status=TaskStatus.OPEN).update(
+                assignee=None
+            )
+            if user is not None
+            else 0
+        )
+        return project_services.membership_remove(
+            project=project,
+            username=username,
+            removed_by=removed_by,
+            detail={"cases_released": len(held), "tasks_to_pool": pooled},
+        )
 
 
 def lease_release(*, project: Project, user: User) -> Lease | None:

@@ -67,6 +67,30 @@ def user_may_enter_admin(*, user: User) -> bool:
     return user.is_superuser or Membership.objects.filter(user=user, role__in=ADMIN_ROLES).exists()
 
 
+PROJECT_CREATION_DENIED = (
+    "Projects are created by data scientists and admins: ask a project admin for that role, or "
+    "the site administrator for the permission to create projects."
+)
+
+
+def project_create_allowed(*, user: User) -> bool:
+    """Who may create a project: a superuser; someone given Django's "add project" permission
+    (how a site administrator lets a new data scientist start their first project); or anyone
+    who already is a data scientist or admin of a project. Not clinicians and reviewers: a new
+    project makes its creator its admin, who then imports data and adds members."""
+    if not user.is_authenticated or not user.is_active:
+        return False
+    if user.is_superuser or user.has_perm("projects.add_project"):
+        return True
+    return Membership.objects.filter(user=user, role__in=ADMIN_ROLES).exists()
+
+
+def project_create_check(*, user: User) -> None:
+    """Raise PermissionDenied (403) unless `user` may create a project."""
+    if not project_create_allowed(user=user):
+        raise PermissionDenied(PROJECT_CREATION_DENIED)
+
+
 def project_get_for_user(
     *, user: User, project_id: int, role: str = Role.CLINICIAN
 ) -> ProjectAccess:

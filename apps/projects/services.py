@@ -140,6 +140,45 @@ def membership_set(
     return membership
 
 
+def membership_remove(
+    *, project: Project, username: str, removed_by: User, detail: dict | None = None
+) -> Membership:
+    """Take a person out of a project, with an audit row (`detail` adds to it). Their labels
+    stay in the history under their name. The last admin cannot be removed. Callers that hand
+    the person's work back (labeling's `member_remove`) call this in their transaction."""
+    with transaction.atomic():
+        membership = (
+            Membership.objects.select_for_update()
+            .filter(project=project, user__username=username)
+            .select_related("user")
+            .first()
+        )
+        if membership is None:
+            raise ValidationError({"username": f"{username!r} is not a member of this project."})
+        if membership.role == Role.ADMIN and not (
+            Membership.objects.filter(project=project, role=Role.ADMIN)
+            .exclude(pk=membership.pk)
+            .exists()
+        ):
+            raise ValidationError(
+                {
+                    "username": f"{username} is the project's only admin; make someone else admin "
+                    "first."
+                }
+            )
+        membership.delete()
+        audit_record(
+            action=AuditAction.ROLE,
+            actor=removed_by,
+            summary=f"{username}: {membership.role} → removed",
+            project_id=project.pk,
+            object_type="member",
+            object_id=membership.user_id,
+            detail={"user": username, "from": membership.role, "to": None, **(detail or {})},
+        )
+    return membership
+
+
 def project_settings_update(
     *,
     project: Project,

@@ -10,7 +10,12 @@ from django.views.decorators.http import require_http_methods
 from apps.projects import services
 from apps.projects.forms import MembershipForm, ProjectCreateForm, ProjectSettingsForm
 from apps.projects.models import Role
-from apps.projects.selectors import membership_list, project_get_for_user
+from apps.projects.selectors import (
+    ProjectAccess,
+    membership_list,
+    project_create_check,
+    project_get_for_user,
+)
 
 
 def _add_service_errors(form, error: ValidationError) -> None:
@@ -26,6 +31,7 @@ def _add_service_errors(form, error: ValidationError) -> None:
 @login_required
 @require_http_methods(["GET", "POST"])
 def project_create(request: HttpRequest) -> HttpResponse:
+    project_create_check(user=request.user)
     form = ProjectCreateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -96,13 +102,26 @@ def project_members(request: HttpRequest, project_id: int) -> HttpResponse:
                 request, f"{membership.user.username} is now {membership.get_role_display()}."
             )
             return redirect("projects:members", project_id=project_id)
+    return members_page(request, access, form)
+
+
+def members_page(
+    request: HttpRequest,
+    access: ProjectAccess,
+    form: MembershipForm | None = None,
+    error: str = "",
+    status: int = 200,
+) -> HttpResponse:
+    """The members page; `error` when removing a member was refused."""
     return render(
         request,
         "projects/project_members.html",
         {
             "project": access.project,
             "access": access,
-            "form": form,
+            "form": form or MembershipForm(),
+            "error": error,
             "memberships": membership_list(project=access.project),
         },
+        status=status,
     )
