@@ -33,8 +33,10 @@ trap 'kill $worker 2>/dev/null; wait $worker 2>/dev/null' EXIT INT TERM
 cat <<MSG
 
   Casebook is running at http://$host:$port/
-  Log in as clinician, reviewer, scientist or admin (password: casebook-demo).
-  The admin is at http://$host:$port/admin/ (scientist or admin), the API at /api/docs/.
+  Log in as clinician, clinician2, reviewer, scientist or admin (password: casebook-demo).
+  The Django admin is at http://$host:$port/admin/: scientist sees the demo projects' runs,
+  versions and deployments and retrains, deploys and rolls back there; admin sees everything.
+  The API is at /api/docs/.
   Worker log: $var/log/worker.log. Stop with Ctrl-C.
 
 MSG
