@@ -133,7 +133,7 @@ ACCESS: dict[str, dict[str, str]] = {
 
 # Routes outside the matrix, each with the reason. A namespace ends in ":".
 PUBLIC_OR_SPECIAL: dict[str, str] = {
-    "admin:": "the Django admin: data scientists and admins of a project, superusers (test_admin.py)",
+    "admin:": "the Django admin: data scientists and admins of a project (test_admin.py)",
     "api:schema": "the OpenAPI schema: public by design, holds no data (test_api_schema.py)",
     "api:docs": "the browsable API docs: a static page that loads the schema",
     "login": "the login page: public, throttled by django-axes (test_security.py)",
