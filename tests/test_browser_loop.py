@@ -153,7 +153,7 @@ def test_a_stale_blind_relabel_in_the_browser_names_no_label(
 
     project = queued_cases
     case = Case.objects.filter(project=project).order_by("pk").first()
-    label_record(case=case, value="heart_failure", author=reviewer)
+    label_record(case=case, value="heart_failure", author=clinician)
     task_open(case=case, kind=TaskKind.RELABEL, created_by=reviewer, reason="look again")
     User.objects.create_user(username="ben", password=PASSWORD)
     membership_set(project=project, username="ben", role=Role.CLINICIAN)
@@ -161,7 +161,7 @@ def test_a_stale_blind_relabel_in_the_browser_names_no_label(
     page.goto(f"{live_server.url}/projects/{project.pk}/label/")
     assert shown_case_id(page) == case.external_id
     case.refresh_from_db()
-    label_record(case=case, value="no_heart_failure", author=reviewer)
+    label_record(case=case, value="no_heart_failure", author=clinician)  # a correction
 
     with page.expect_response(lambda r: r.request.method == "POST") as posted:
         page.keyboard.press("2")
@@ -169,7 +169,7 @@ def test_a_stale_blind_relabel_in_the_browser_names_no_label(
     page.wait_for_selector("p.msg.error")
     message = page.locator("p.msg.error").inner_text()
     assert "labeled by someone else" in message
-    assert "rafael" not in message and "heart_failure" not in message
-    assert "rafael" not in page.locator("#case-panel").inner_text()
+    assert "clara" not in message and "heart_failure" not in message
+    assert "clara" not in page.locator("#case-panel").inner_text()
     press_and_wait(page, "2")
     assert Label.objects.filter(case=case, author__username="ben").count() == 1
