@@ -159,3 +159,14 @@ def test_label_history_is_read_only_in_the_admin(client, admin_user):
     request = type("R", (), {"user": admin_user})()
     assert not label_admin.has_change_permission(request)
     assert not label_admin.has_delete_permission(request)
+
+
+def test_the_top_bar_links_to_the_admin_for_those_who_may_enter(
+    client, project, data_scientist, clinician
+):
+    client.force_login(data_scientist)
+    assert 'href="/admin/">Admin</a>' in client.get(reverse("workbench:home")).content.decode()
+    clinician.is_staff = True
+    clinician.save()
+    client.force_login(clinician)
+    assert 'href="/admin/"' not in client.get(reverse("workbench:home")).content.decode()

@@ -74,6 +74,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "apps.review.context_processors.mentions",
+                "apps.projects.context_processors.admin_entry",
             ],
         },
     }
