@@ -765,20 +765,29 @@ def _labels_in_dispute(tasks: list[LabelTask]) -> dict[int, dict[str, str]]:
         return {}
     rows = (
         Label.objects.filter(case_id__in={t.case_id for t in tasks})
-        .exclude(kind__in=[LabelKind.ADJUDICATED, LabelKind.UNDONE])
+        .exclude(kind=LabelKind.ADJUDICATED)
         .order_by("-id")
-        .values_list("id", "case_id", "author__username", "value", "import_batch_id", "created_at")
-    )
-    undone = set(
-        Label.objects.filter(
-            case_id__in={t.case_id for t in tasks}, kind=LabelKind.UNDONE
-        ).values_list("undoes_id", flat=True)
+        .values_list(
+            "id",
+            "case_id",
+            "author__username",
+            "value",
+            "kind",
+            "undoes_id",
+            "import_batch_id",
+            "created_at",
+        )
     )
     found: dict[int, dict[str, str]] = {t.pk: {} for t in tasks}
     by_case: dict[int, list[LabelTask]] = {}
     for t in tasks:
         by_case.setdefault(t.case_id, []).append(t)
-    for label_id, case_id, who, value, batch, created_at in rows:  # newest first
+    undone: set[int] = set()
+    # Newest first: an undo comes before the label it undoes.
+    for label_id, case_id, who, value, kind, undoes_id, batch, created_at in rows:
+        if kind == LabelKind.UNDONE:
+            undone.add(undoes_id)
+            continue
         if label_id in undone:
             continue
         for t in by_case[case_id]:

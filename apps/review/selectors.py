@@ -200,6 +200,9 @@ def label_issue_page(
         row.range_values = [
             feature_keys.decode(row.feature_keys, r.position) for r in filters.features
         ]
+        row.range_named = [
+            (r.name, value) for r, value in zip(filters.features, row.range_values, strict=True)
+        ]
     return page[:limit], following
 
 
