@@ -699,7 +699,7 @@ _RAW_PAGE = (
     "SELECT li.*, c.*, u.* FROM review_labelissue li "
     "JOIN cases_case c ON c.id = li.case_id "
     "LEFT JOIN accounts_user u ON u.id = li.labeled_by_id "
-    "WHERE li.project_id = %s{where}{after} ORDER BY li.label_quality, li.id LIMIT %s"
+    "WHERE li.model_version_id = %s{where}{after} ORDER BY li.label_quality, li.id LIMIT %s"
 )
 
 
@@ -796,17 +796,20 @@ def child_board(project_id: int, repeats: int) -> dict[str, Any]:
             }
         )
 
-    computation = selectors.label_issue_computation_latest(project=project)
+    # The board's verdicts (production's): each version's are rows of their own, ranked by an
+    # index on (model_version, label_quality, id).
+    computation = selectors.label_issue_board(project=project).computation
+    version_id = computation.model_version_id
     for name, (query, where, params) in slices.items():
         matching = raw.execute(
-            f"SELECT count(*) FROM review_labelissue li WHERE li.project_id = %s{where}",
-            [project_id, *params],
+            f"SELECT count(*) FROM review_labelissue li WHERE li.model_version_id = %s{where}",
+            [version_id, *params],
         ).fetchone()[0]
         deep = min(BOARD_DEEP_ROWS, matching // 2)
         after = raw.execute(
-            "SELECT label_quality, id FROM review_labelissue li WHERE li.project_id = %s"
+            "SELECT label_quality, id FROM review_labelissue li WHERE li.model_version_id = %s"
             f"{where} ORDER BY label_quality, id OFFSET %s LIMIT 1",
-            [project_id, *params, max(deep - 1, 0)],
+            [version_id, *params, max(deep - 1, 0)],
         ).fetchone()
         for kind, keyset in (("first page", None), (f"page after {deep:,} rows", after)):
             filters = BoardFilters.from_query(
@@ -817,20 +820,26 @@ def child_board(project_id: int, repeats: int) -> dict[str, Any]:
             page_sql = _RAW_PAGE.format(
                 where=where, after=" AND (li.label_quality, li.id) > (%s, %s)" if keyset else ""
             )
-            page_params = [project_id, *params, *(keyset or []), BOARD_PAGE + 1]
-            ours_rows, _ = selectors.label_issue_page(project=project, filters=filters)
+            page_params = [version_id, *params, *(keyset or []), BOARD_PAGE + 1]
+            ours_rows, _ = selectors.label_issue_page(
+                project=project, filters=filters, computation=computation
+            )
             raw_rows = raw.execute(page_sql, page_params).fetchall()
             if [r.pk for r in ours_rows] != [r[0] for r in raw_rows[:BOARD_PAGE]]:
                 raise RuntimeError(f"{name}, {kind}: the app's page differs from raw SQL")
             measure_pair(
                 kind,
                 name,
-                lambda f=filters: selectors.label_issue_page(project=project, filters=f),
+                lambda f=filters: selectors.label_issue_page(
+                    project=project, filters=f, computation=computation
+                ),
                 lambda sql=page_sql, p=page_params: raw.execute(sql, p).fetchall(),
                 len(ours_rows),
             )
         filters = BoardFilters.from_query(query, features=features)
-        count_sql = f"SELECT count(*) FROM review_labelissue li WHERE li.project_id = %s{where}"
+        count_sql = (
+            f"SELECT count(*) FROM review_labelissue li WHERE li.model_version_id = %s{where}"
+        )
         total, exact = selectors.label_issue_total(
             project=project, filters=filters, computation=computation
         )
@@ -845,32 +854,32 @@ def child_board(project_id: int, repeats: int) -> dict[str, Any]:
             lambda f=filters: selectors.label_issue_total(
                 project=project, filters=f, computation=computation
             ),
-            lambda sql=count_sql, p=[project_id, *params]: raw.execute(sql, p).fetchall(),
+            lambda sql=count_sql, p=[version_id, *params]: raw.execute(sql, p).fetchall(),
             matching,
         )
     month_sql = (
         "SELECT date_trunc('month', occurred_at AT TIME ZONE 'UTC') AS period, count(*), "
         "count(*) FILTER (WHERE misclassified), count(*) FILTER (WHERE is_label_issue) "
-        "FROM review_labelissue WHERE project_id = %s AND occurred_at IS NOT NULL "
+        "FROM review_labelissue WHERE model_version_id = %s AND occurred_at IS NOT NULL "
         "GROUP BY 1 ORDER BY 1"
     )
     measure_pair(
         "per month: cases, misclassified, flagged",
         "whole board",
         lambda: selectors.error_rates_by_month(project=project, computation=computation),
-        lambda: raw.execute(month_sql, [project_id]).fetchall(),
+        lambda: raw.execute(month_sql, [version_id]).fetchall(),
         0,
     )
     annotator_sql = (
         "SELECT u.username, count(*), count(*) FILTER (WHERE li.is_label_issue) "
         "FROM review_labelissue li LEFT JOIN accounts_user u ON u.id = li.labeled_by_id "
-        "WHERE li.project_id = %s GROUP BY u.username ORDER BY u.username"
+        "WHERE li.model_version_id = %s GROUP BY u.username ORDER BY u.username"
     )
     measure_pair(
         "per clinician: labels, flagged",
         "whole board",
         lambda: selectors.error_rates_by_annotator(project=project, computation=computation),
-        lambda: raw.execute(annotator_sql, [project_id]).fetchall(),
+        lambda: raw.execute(annotator_sql, [version_id]).fetchall(),
         0,
     )
     # The whole page as a reviewer opens it: every query above that the view sends, and the
