@@ -22,6 +22,7 @@ from apps.cases.services import upload_spool
 from apps.features.selectors import derived_for_labeling
 from apps.labeling import selectors, services
 from apps.labeling.models import LabelKind, Lease, TaskKind
+from apps.projects.ids import id_parse
 from apps.projects.models import Role
 from apps.projects.selectors import (
     ProjectAccess,
@@ -125,8 +126,9 @@ def _next_panel(request: HttpRequest, access: ProjectAccess, **extra) -> HttpRes
 def _queue_address(request: HttpRequest, access: ProjectAccess, response: HttpResponse):
     """The page now shows the case the person holds: the address says so too, so that a reload
     after correcting a case (`?case=N`) opens the held case, not the corrected one again."""
-    if request.htmx:
-        replace_url(response, reverse("labeling:label", args=[access.project.pk]))
+    queue_url = reverse("labeling:label", args=[access.project.pk])
+    if request.htmx and request.htmx.current_url_abs_path not in (None, queue_url):
+        replace_url(response, queue_url)
     return response
 
 
@@ -145,17 +147,16 @@ def label_page(request: HttpRequest, project_id: int) -> HttpResponse:
     named by ?case= (to correct a label)."""
     access = project_get_for_user(user=request.user, project_id=project_id)
     if request.GET.get("case"):
-        try:
-            case_id = int(request.GET["case"])
-        except ValueError:
-            raise Http404("No such case in this project") from None
+        case_id = id_parse(request.GET["case"])
+        if case_id is None:
+            raise Http404("No such case in this project")
         case = _case_in_project(access, case_id)
         lease = selectors.lease_active_for(project=access.project, user=request.user)
         return _case_panel(request, access, case, lease)
     if request.GET.get("task"):
         task = None
-        if request.GET["task"].isdigit():
-            task = selectors.task_get(project=access.project, task_id=int(request.GET["task"]))
+        if (task_id := id_parse(request.GET["task"])) is not None:
+            task = selectors.task_get(project=access.project, task_id=task_id)
         if task is None:
             raise Http404("No such task in this project")
         try:
@@ -173,18 +174,24 @@ def label_submit(request: HttpRequest, project_id: int, case_id: int) -> HttpRes
     access = project_get_for_user(user=request.user, project_id=project_id)
     case = _case_in_project(access, case_id)
     value = request.POST.get("value", "")
-    seen = request.POST.get("seen_label_id", "")
+    seen = request.POST.get("seen_label_id", "").strip()
+    # 0: the page showed no label yet.
+    seen_label_id = 0 if seen and not seen.strip("0") else id_parse(seen)
+    sent_task = request.POST.get("task_id", "").strip()
+    task_id = id_parse(sent_task)
     task = None
-    if request.POST.get("task_id", "").isdigit():
-        task = selectors.task_get(project=access.project, task_id=int(request.POST["task_id"]))
+    if task_id is not None:
+        task = selectors.task_get(project=access.project, task_id=task_id)
     try:
+        if (seen and seen_label_id is None) or (sent_task and task_id is None):
+            raise ValidationError("The page sent an id that is not one; reload it.")
         if task is not None:
             services.task_answer_check(task=task, user=request.user, role=access.role)
         label = services.label_record(
             case=case,
             value=value,
             author=request.user,
-            seen_label_id=int(seen) if seen.isdigit() else None,
+            seen_label_id=seen_label_id,
             task=task,
         )
     except services.StaleLabel as error:
