@@ -249,3 +249,35 @@ def test_the_board_reads_no_more_for_more_rows_or_more_versions(client, wdbc):
     services.label_issues_find(version_id=second.pk)
     other = queries(kind="all", version="2")
     assert few == many == other, (few, many, other)
+
+
+def test_the_migration_credits_stored_imported_labels_to_their_file(wdbc):
+    """Verdicts stored before: labels credited to the importer, and the older computations of
+    a project (whose rows the newer one replaced) still listed."""
+    import importlib
+
+    from django.apps import apps
+
+    project, _, users, first = wdbc
+    services.label_issues_find(version_id=first.pk)
+    second = _train(project, seed=41)
+    services.label_issues_find(version_id=second.pk)
+    # As stored before: version 1's rows gone, imported labels the scientist's.
+    LabelIssue.objects.filter(model_version=first).delete()
+    LabelIssue.objects.update(labeled_by=users["scientist"], import_batch=None)
+    LabelIssueComputation.objects.filter(model_version=second).update(
+        summary={"slices": [], "annotators": [[users["scientist"].pk, 398, 30]]}
+    )
+    migration = importlib.import_module(
+        "apps.review.migrations.0004_board_versions_and_imported_labels"
+    )
+    migration.forward(apps, None)
+    assert list(LabelIssueComputation.objects.values_list("model_version", flat=True)) == [
+        second.pk
+    ]
+    assert not LabelIssue.objects.filter(labeled_by=users["scientist"]).exists()
+    assert LabelIssue.objects.filter(import_batch__isnull=False).count() == 398
+    computation = LabelIssueComputation.objects.get()
+    assert "annotators" not in computation.summary
+    rows = selectors.error_rates_by_annotator(project=project, computation=computation)
+    assert [r["username"] for r in rows] == [IMPORTED]

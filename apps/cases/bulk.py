@@ -220,7 +220,8 @@ def binary_rows(fields: Sequence[Field | list[Field]]) -> memoryview:
         if isinstance(piece, np.ndarray):
             run.append(piece)
             continue
-        arrays.append(_as_binary(np.hstack(run)))
+        if run:  # none between two pieces already in Arrow (two nullable fields in a row)
+            arrays.append(_as_binary(np.hstack(run)))
         run = []
         arrays.append(piece)
     if run:
