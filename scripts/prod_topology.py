@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,20 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable
-SERVER = "postgresql://postgres@127.0.0.1:5432"
+
+
+def _server() -> str:
+    """The PostgreSQL server the topology's databases go on: the one the test suite uses
+    (TEST_DATABASE_URL, else a postgres DATABASE_URL), else this machine's."""
+    for name in ("TEST_DATABASE_URL", "DATABASE_URL"):
+        url = os.environ.get(name, "")
+        if url.startswith(("postgres://", "postgresql://")):
+            parts = urllib.parse.urlsplit(url)
+            return f"postgresql://{parts.netloc}"
+    return "postgresql://postgres@127.0.0.1:5432"
+
+
+SERVER = _server()
 
 
 def say(message: str) -> None:
@@ -347,10 +361,19 @@ def smoke(topology: Topology) -> list[tuple[str, str]]:
         )(scientist.call("POST", f"/api/projects/{pid}/predict", {"case_ids": [case["id"]]})),
         timeout=30,
     )
-    check("predict switched", True, f"version {answer['model_version']}")
+    check(
+        "predict switched",
+        answer["model_version"] == done["model_version"],
+        f"version {answer['model_version']}",
+    )
     memory = topology.rss_mb()
-    check("processes alive", True, ", ".join(f"{k} {v:.0f} MB" for k, v in memory.items()))
-    topology._check_alive()
+    dead = [name for name, process in topology.processes.items() if process.poll() is not None]
+    check(
+        "processes alive",
+        not dead and len(memory) == len(topology.processes),
+        ", ".join(f"{k} {v:.0f} MB" for k, v in memory.items())
+        + (f"; exited: {dead}" if dead else ""),
+    )
     return rows
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.conftest import require_service
+
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.integration
 REDIS_PORT = 6391
@@ -60,12 +62,13 @@ def _redis_stop(process: subprocess.Popen) -> None:
     assert not _listening(REDIS_PORT)
 
 
-@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
 def test_labeling_survives_a_lost_broker_and_a_database_restart():
-    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
-        pytest.skip("runs with the PostgreSQL suite (DATABASE_URL)")
+    require_service(shutil.which("redis-server") is not None, "redis-server")
+    require_service(
+        os.environ.get("DATABASE_URL", "").startswith("postgres"), "the PostgreSQL suite"
+    )
     sys.path.insert(0, str(ROOT / "scripts"))
-    from prod_topology import Client, Topology
+    from prod_topology import SERVER, Client, Topology
 
     redis = _redis_start()
     try:
@@ -118,9 +121,7 @@ def test_labeling_survives_a_lost_broker_and_a_database_restart():
             assert seen["status"] == "succeeded", seen.get("error")
 
             # Every connection to the database is cut, as a restart of PostgreSQL does.
-            with psycopg.connect(
-                "postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True
-            ) as admin:
+            with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
                 admin.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                     " WHERE datname = %s AND pid <> pg_backend_pid()",
@@ -131,7 +132,7 @@ def test_labeling_survives_a_lost_broker_and_a_database_restart():
             assert after[-5:] == [201] * 5, after  # recovered, nothing restarted
             topology._check_alive()
 
-            with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{topology.database}") as db:
+            with psycopg.connect(f"{SERVER}/{topology.database}") as db:
                 rows = db.execute(
                     "SELECT case_id, COUNT(*) FROM labeling_label l JOIN accounts_user u"
                     " ON u.id = l.author_id WHERE u.username = 'clinician'"

@@ -21,19 +21,14 @@ from apps.cases.models import Case
 from apps.labeling.services import label_record
 from apps.modeling.models import ModelVersion, RunStatus, TrainingRun
 from apps.projects.models import Project
-from tests.conftest import make_cases_frame
+from tests.conftest import make_cases_frame, require_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _require(condition: bool, what: str) -> None:
-    if condition:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{what} is required in CI (.ci/run starts it)")
-    pytest.skip(f"{what} is not available")
+_require = require_service
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require_service
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -20,12 +22,11 @@ def _listening(port: int) -> bool:
 
 
 @pytest.mark.integration
-@pytest.mark.skipif(
-    not (_listening(5432) and _listening(6379)), reason="needs PostgreSQL and Redis on this machine"
-)
 def test_the_production_topology_carries_the_loop_through_http():
-    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
-        pytest.skip("runs with the PostgreSQL suite (DATABASE_URL)")
+    require_service(
+        os.environ.get("DATABASE_URL", "").startswith("postgres"), "the PostgreSQL suite"
+    )
+    require_service(_listening(5432) and _listening(6379), "PostgreSQL and Redis")
     sys.path.insert(0, str(ROOT / "scripts"))
     from prod_topology import Topology, smoke
 

@@ -60,7 +60,10 @@ def _run(*targets):
         time.sleep(0.3)
     for t in threads:
         t.join(30)
+    hung = [i for i, t in enumerate(threads) if t.is_alive()]
     connections.close_all()
+    # A thread still running has neither answered nor failed: the race is undecided, not won.
+    assert not hung, f"threads {hung} did not finish within 30 s"
     return results, errors
 
 
@@ -98,13 +101,19 @@ def test_a_pool_task_is_handed_to_one_person_at_a_time(
         return found
 
     monkeypatch.setattr(selectors, "task_next_for", slow)
-    _results, errors = _run(
+    results, errors = _run(
         lambda: queue_next(project=project, user=clinician, role=Role.CLINICIAN),
         lambda: queue_next(project=project, user=bob, role=Role.CLINICIAN),
     )
     assert not errors, errors
-    held = Lease.objects.filter(task=task, state=LeaseState.ACTIVE).count()
-    assert held <= 1, f"task {task.pk} held by {held} people"
+    holders = list(
+        Lease.objects.filter(task=task, state=LeaseState.ACTIVE).values_list("user_id", flat=True)
+    )
+    assert len(holders) == 1, f"task {task.pk} held by {len(holders)} people"
+    # The one who got it was handed the task; the other, with every case labeled, nothing.
+    given = [lease for lease in results if lease is not None]
+    assert [lease.task_id for lease in given] == [task.pk], results
+    assert given[0].user_id == holders[0]
 
 
 def test_a_skip_racing_the_expiry_opens_the_slot_once(

@@ -127,7 +127,11 @@ def test_a_reviewer_holding_a_cancelled_adjudication_is_freed(
     assert LabelTask.objects.get(pk=task.pk).status == TaskStatus.CANCELLED
     assert Lease.objects.get(pk=lease.pk).state == LeaseState.RELEASED
     again = queue_next(project=project, user=reviewer, role=Role.REVIEWER)
-    assert again is None or again.task_id != task.pk
+    # Nothing to hand out: the cancelled task is no one's, and the case's one open slot is Bob's
+    # again (an undo gives the case back to its author under a fresh lease).
+    assert again is None
+    assert not Lease.objects.filter(task=task, state=LeaseState.ACTIVE).exists()
+    assert Lease.objects.filter(case=case, user=bob, state=LeaseState.ACTIVE).exists()
 
 
 def test_a_task_claimed_over_an_expired_lease_is_held_once(
