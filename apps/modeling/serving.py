@@ -2,11 +2,15 @@
 
 Each request reads the newest deployment once and answers wholly with that version's model,
 so a promote never leaves a request half on one version and half on another, and never makes
-one fail. Loaded models are kept per process, keyed by version and file hash.
+one fail. Loaded models are kept per process, keyed by version and file hash, and each is
+loaded once: the first request for a version reads the file while the others wait for it
+(reading it N times at once cost N times the memory and, through skops, could crash; see
+apps/modeling/ml/persistence.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from collections import OrderedDict
@@ -28,7 +32,9 @@ from apps.projects.models import Feature, Project
 MAX_CASES_PER_REQUEST = 1000
 _CACHE_SIZE = 4
 _cache: OrderedDict[tuple[int, str], Pipeline] = OrderedDict()
-_cache_lock = threading.Lock()
+# Held while a model is read and stored, so that a version is read once; a request for a
+# model already loaded does not take it.
+_load_lock = threading.Lock()
 
 
 class NoProductionModel(Exception):
@@ -44,15 +50,24 @@ class PredictionAnswer:
 
 def _model_for(version: ModelVersion) -> Pipeline:
     key = (version.pk, version.file_sha256)
-    with _cache_lock:
-        if key in _cache:
+    # The hot path, no lock: a single get and move_to_end on an OrderedDict are each atomic
+    # under the GIL (the key is a tuple of an int and a str, whose hashing runs no Python).
+    model = _cache.get(key)
+    if model is not None:
+        # Evicted by a load in another thread just now: still ours to use.
+        with contextlib.suppress(KeyError):
             _cache.move_to_end(key)
-            return _cache[key]
-    model = version_model(version)  # outside the lock: loading takes a while
-    with _cache_lock:
-        _cache[key] = model
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
+        return model
+    with _load_lock:
+        # Looked up again: the thread we waited for may have loaded this very version. One
+        # lock for every version, not one per version: skops loads are serialized for the
+        # whole process anyway (persistence._LOAD_LOCK).
+        model = _cache.get(key)
+        if model is None:
+            model = version_model(version)
+            _cache[key] = model
+            while len(_cache) > _CACHE_SIZE:
+                _cache.popitem(last=False)
     return model
 
 

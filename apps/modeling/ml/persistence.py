@@ -2,12 +2,19 @@
 
 Plain pickle would run any code a tampered file carries; skops refuses types it was not told
 to trust.
+
+skops reads a file's schema and numpy's array headers with the `ast` module, and CPython 3.11's
+`ast` keeps one recursion counter for the whole interpreter: two loads in two threads at once
+can fail with "SystemError: AST constructor recursion depth mismatch" (reproduced in
+tests/test_model_serving.py). So every load in the process takes one lock; a second model
+file waits for the first, which is a few tens of milliseconds once per version and process.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 import skops.io as sio
@@ -27,6 +34,10 @@ TRUSTED_TYPES: list[str] = [
     "builtins.slice",
     "sklearn.tree._tree.Tree",
 ]
+
+
+# One for the process, not one per file: the race is in the interpreter, whatever the file.
+_LOAD_LOCK = threading.Lock()
 
 
 class UntrustedModelFile(Exception):
@@ -54,8 +65,9 @@ def model_save(pipeline: Pipeline, path: Path) -> str:
 def model_load(path: Path, expected_sha256: str | None = None) -> Pipeline:
     if expected_sha256 is not None and file_sha256(path) != expected_sha256:
         raise UntrustedModelFile(f"{path.name} does not match its recorded sha256")
-    untrusted = sio.get_untrusted_types(file=path)
-    unknown = sorted(set(untrusted) - set(TRUSTED_TYPES))
-    if unknown:
-        raise UntrustedModelFile(f"{path.name} holds types not on the trusted list: {unknown}")
-    return sio.load(path, trusted=untrusted)
+    with _LOAD_LOCK:
+        untrusted = sio.get_untrusted_types(file=path)
+        unknown = sorted(set(untrusted) - set(TRUSTED_TYPES))
+        if unknown:
+            raise UntrustedModelFile(f"{path.name} holds types not on the trusted list: {unknown}")
+        return sio.load(path, trusted=untrusted)
