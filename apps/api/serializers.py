@@ -11,12 +11,12 @@ from apps.modeling.models import (
     TrainingConfig,
     TrainingRun,
 )
+from apps.projects.ids import ID_MAX
 from apps.projects.models import Role
 
 # Numbers that reach a query or a column are bounded by what the column holds (ids are 64-bit,
 # counts and version numbers 32-bit): a larger one is refused with 400 instead of failing in
 # the database.
-ID_MAX = 2**63 - 1
 INT_MAX = 2**31 - 1
 
 
@@ -661,10 +661,8 @@ class DerivedFeatureSavedOut(serializers.Serializer):
 
 class DerivedFeaturePreviewIn(serializers.Serializer):
     expression = serializers.CharField(max_length=2000, allow_blank=True)
-    feature_id = serializers.IntegerField(
+    feature_id = id_field(
         required=False,
-        min_value=1,
-        max_value=2**63 - 1,
         help_text="When changing a derived feature: its id (it, and the features that read it, "
         "cannot be read by the new expression).",
     )

@@ -190,11 +190,19 @@ def _arrow_message(error: Exception) -> str:
     return f"The CSV file could not be read: {text}"
 
 
-def _csv_reader(path: Path, include: list[str], numeric: set[str]) -> pacsv.CSVStreamingReader:
+def _csv_reader(
+    path: Path, include: list[str], numeric: set[str], ragged: list[pacsv.InvalidRow]
+) -> pacsv.CSVStreamingReader:
+    def refuse(row: pacsv.InvalidRow) -> str:
+        # pyarrow's streaming reader does not know the row's number: keep its text, whose line
+        # `_ragged_row_issue` finds, and fail as before.
+        ragged.append(row)
+        return "error"
+
     return pacsv.open_csv(
         path,
         read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
-        parse_options=pacsv.ParseOptions(newlines_in_values=False),
+        parse_options=pacsv.ParseOptions(newlines_in_values=False, invalid_row_handler=refuse),
         convert_options=pacsv.ConvertOptions(
             column_types={
                 name: pa.float64() if name in numeric else pa.string() for name in include
@@ -240,7 +248,21 @@ def _joined(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
     return batch.rename_columns([name.strip() for name in batch.schema.names])
 
 
-def _batches(path: Path, file_format: str, columns: list[str]) -> Iterator[pa.RecordBatch]:
+def _ragged_row_issue(path: Path, row: pacsv.InvalidRow) -> ImportIssue:
+    """The issue of a row with the wrong number of cells, by its line: the first line of the
+    file that reads as the row (an identical line before it would have been refused first)."""
+    target = row.text.encode()
+    message = f"Expected {row.expected_columns} columns, got {row.actual_columns}: {row.text[:100]}"
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.rstrip(b"\r\n") == target:
+                return ImportIssue(message, row=number)
+    return ImportIssue(message)
+
+
+def _batches(
+    path: Path, file_format: str, columns: list[str], ragged: list[pacsv.InvalidRow]
+) -> Iterator[pa.RecordBatch]:
     if file_format == "parquet":
         parquet = pq.ParquetFile(path)
         yield from parquet.iter_batches(batch_size=CHUNK_ROWS, columns=columns)
@@ -255,7 +277,7 @@ def _batches(path: Path, file_format: str, columns: list[str]) -> Iterator[pa.Re
     done = 0
     if numeric:
         try:
-            for batch in _chunked(_csv_reader(path, include, numeric)):
+            for batch in _chunked(_csv_reader(path, include, numeric, ragged)):
                 done += batch.num_rows
                 yield batch
             return
@@ -265,7 +287,7 @@ def _batches(path: Path, file_format: str, columns: list[str]) -> Iterator[pa.Re
     # row and column instead of failing the whole block. Rows the fast path already gave are
     # skipped, and errors of the file itself (ragged rows...) are raised here as before.
     skip = done
-    for batch in _chunked(_csv_reader(path, include, set())):
+    for batch in _chunked(_csv_reader(path, include, set(), ragged)):
         if skip >= batch.num_rows:
             skip -= batch.num_rows
             continue
@@ -277,7 +299,9 @@ def _batches(path: Path, file_format: str, columns: list[str]) -> Iterator[pa.Re
 def _float_column(array: pa.Array, name: str, first_row: int, log: IssueLog) -> np.ndarray:
     kind = array.type
     if pa.types.is_floating(kind) or pa.types.is_integer(kind) or pa.types.is_boolean(kind):
-        return pc.cast(array, pa.float64()).to_numpy(zero_copy_only=False)
+        # Unsafe: a whole number past 2**53 becomes the nearest float, as the same digits in a
+        # CSV file do (pyarrow's safe cast would refuse the whole file).
+        return pc.cast(array, pa.float64(), safe=False).to_numpy(zero_copy_only=False)
     if pa.types.is_null(kind):
         return np.full(len(array), np.nan)
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
@@ -319,6 +343,23 @@ def _timestamp_column(array: pa.Array, first_row: int, log: IssueLog) -> np.ndar
             column="occurred_at",
         )
     return parsed.dt.tz_localize(None).to_numpy("datetime64[us]")
+
+
+# What a Python datetime (and so the database layer) holds: years 1 to 9999.
+_EARLIEST = np.datetime64("0001-01-01T00:00:00", "us")
+_LATEST = np.datetime64("9999-12-31T23:59:59.999999", "us")
+
+
+def _check_timestamp_range(values: np.ndarray, first_row: int, log: IssueLog) -> None:
+    """Report each time outside years 1 to 9999 in UTC (a time of 31 December 9999 west of
+    Greenwich is in year 10000 there)."""
+    outside = ~np.isnat(values) & ((values < _EARLIEST) | (values > _LATEST))
+    for index in np.flatnonzero(outside)[:MAX_REPORTED_ISSUES]:
+        log.add(
+            f"{np.datetime_as_string(values[index])}Z (in UTC) is outside years 1 to 9999",
+            row=first_row + int(index),
+            column="occurred_at",
+        )
 
 
 # What str.strip() removes from ASCII text.
@@ -387,8 +428,21 @@ class CaseFileReader:
         repeated = sorted({c for c in self.columns if self.columns.count(c) > 1})
         if repeated:
             self.log.add(f"Column(s) appear twice: {', '.join(repeated)}.")
+        if self.file_format == "parquet" and not self.log:
+            self._check_parquet_types()
         if self.log:
             raise self.log.reject()
+
+    def _check_parquet_types(self) -> None:
+        """A Parquet column may hold lists, structs or maps, which no cell of a case can be."""
+        schema = pq.ParquetFile(self.path).schema_arrow
+        wanted = ["external_id", *self.features, "occurred_at", "label"]
+        for name in (n for n in wanted if n in self.columns):
+            kind = schema.field(name).type
+            if pa.types.is_nested(kind):
+                what = "numbers" if name in self.features else "text"
+                what = "dates/times" if name == "occurred_at" else what
+                self.log.add(f"the column holds {kind} values, not {what}", column=name)
 
     def chunks_read_ahead(self, depth: int = 2) -> Iterator[CaseChunk]:
         """`chunks()`, read and checked in a thread while the caller stores the chunk before.
@@ -403,15 +457,20 @@ class CaseFileReader:
         wanted = ["external_id", *self.features]
         wanted += [c for c in ("occurred_at", "label") if c in self.columns]
         allowed = set(self.classes)
+        ragged: list[pacsv.InvalidRow] = []
         try:
-            for batch in _batches(self.path, self.file_format, wanted):
+            for batch in _batches(self.path, self.file_format, wanted, ragged):
                 first_row = self.row_count + 2
                 self.row_count += batch.num_rows
                 chunk = self._check(batch, first_row, allowed)
                 if not self.log:
                     yield chunk
         except (pa.ArrowException, OSError) as error:
-            self.log.add(_arrow_message(error))
+            if ragged:
+                issue = _ragged_row_issue(self.path, ragged[-1])
+                self.log.add(issue.message, row=issue.row)
+            else:
+                self.log.add(_arrow_message(error))
         if self.row_count == 0 and not self.log:
             self.log.add("The file has a header but no rows.")
 
@@ -471,6 +530,7 @@ class CaseFileReader:
             )
         if self.has_occurred_at:
             occurred_at = _timestamp_column(batch.column("occurred_at"), first_row, log)
+            _check_timestamp_range(occurred_at, first_row, log)
         else:
             occurred_at = np.full(n, np.datetime64("NaT"), dtype="datetime64[us]")
         labels = None

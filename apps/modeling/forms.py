@@ -160,6 +160,8 @@ class TrainingConfigForm(forms.Form):
             raise forms.ValidationError(
                 f"Not valid JSON: {error.msg} at column {error.colno}."
             ) from error
+        except RecursionError:
+            raise forms.ValidationError("Not valid JSON: nested too deep.") from None
         if not isinstance(value, dict):
             raise forms.ValidationError('Give an object such as {"C": 0.5}.')
         return value

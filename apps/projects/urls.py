@@ -5,6 +5,6 @@ from apps.projects import views
 app_name = "projects"
 urlpatterns = [
     path("new/", views.project_create, name="create"),
-    path("<int:project_id>/settings/", views.project_settings, name="settings"),
-    path("<int:project_id>/members/", views.project_members, name="members"),
+    path("<id:project_id>/settings/", views.project_settings, name="settings"),
+    path("<id:project_id>/members/", views.project_members, name="members"),
 ]

@@ -11,6 +11,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from apps.cases.models import Case
 from apps.labeling.models import LabelTask, TaskKind, TaskStatus
+from apps.projects.ids import id_parse
 from apps.projects.models import Role
 from apps.projects.selectors import (
     membership_list,
@@ -121,7 +122,9 @@ def relabel(request: HttpRequest, project_id: int) -> HttpResponse:
     if not back.startswith(f"/projects/{project.pk}/review/"):
         back = f"/projects/{project.pk}/review/"
     try:
-        case_ids = [int(c) for c in request.POST.getlist("case")]
+        case_ids = [id_parse(c) for c in request.POST.getlist("case")]
+        if None in case_ids:
+            raise ValueError("not a case id")
         username = request.POST.get("assignee", "")
         assignee = membership_user(project=project, username=username) if username else None
         if username and assignee is None:
@@ -208,7 +211,7 @@ def comments(request: HttpRequest, project_id: int, case_id: int) -> HttpRespons
 def mentions(request: HttpRequest) -> HttpResponse:
     """Where the user was @mentioned, across their projects; seen ones can be marked."""
     if request.method == "POST":
-        ids = [int(i) for i in request.POST.getlist("mention") if i.isdigit()]
+        ids = [i for i in map(id_parse, request.POST.getlist("mention")) if i is not None]
         services.mentions_mark_seen(user=request.user, mention_ids=ids)
         return redirect("review:mentions")
     return render(

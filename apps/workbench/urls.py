@@ -5,9 +5,9 @@ from apps.workbench import views
 app_name = "workbench"
 urlpatterns = [
     path("", views.home, name="home"),
-    path("projects/<int:project_id>/", views.project_page, name="project"),
+    path("projects/<id:project_id>/", views.project_page, name="project"),
     path(
-        "projects/<int:project_id>/members/remove/",
+        "projects/<id:project_id>/members/remove/",
         views.member_remove_page,
         name="member_remove",
     ),

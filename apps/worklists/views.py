@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from apps.modeling import charts
 from apps.modeling.selectors import deployment_current
+from apps.projects.ids import id_parse
 from apps.projects.models import Project, Role
 from apps.projects.selectors import ProjectAccess, project_features, project_get_for_user
 from apps.worklists import selectors, services
@@ -188,7 +189,7 @@ def order_save(request: HttpRequest, project_id: int, worklist_id: int) -> HttpR
         if request.POST.get("case_id"):
             session = services.rerank_move(
                 session=session,
-                case_id=_int(request.POST["case_id"]) or 0,
+                case_id=id_parse(request.POST["case_id"]) or 0,
                 to_position=_int(request.POST.get("to_position")) or 1,
                 revision=revision,
             )
@@ -223,7 +224,7 @@ def judgment_save(request: HttpRequest, project_id: int, worklist_id: int) -> Ht
     access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
     worklist = _worklist_or_404(access.project, worklist_id)
     session = services.rerank_session_start(worklist=worklist, reviewer=request.user)
-    case_id = _int(request.POST.get("case_id"))
+    case_id = id_parse(request.POST.get("case_id"))
     value = request.POST.get("value") or request.POST.get("current") or ""
     reason = request.POST.get("reason", "")
     row = {"case_id": case_id, "judgment": request.POST.get("current", ""), "reason": reason}

@@ -154,6 +154,12 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "apps.api.errors.api_exception_handler",
+    # DRF's three parsers, the JSON one bounded in depth (a deeply nested body is a 400).
+    "DEFAULT_PARSER_CLASSES": [
+        "apps.api.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     # `?format=` is the label export's own parameter (csv or parquet); DRF would otherwise take
     # it to pick a renderer and answer 404 for both. Clients choose JSON with Accept.
     "URL_FORMAT_OVERRIDE": None,
@@ -172,6 +178,10 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "apps.api.schema.error_responses",
     ],
+    # `<id:…>` in the URL conf (apps/projects/ids.py): an integer that fits a 64-bit column.
+    "PATH_CONVERTER_OVERRIDES": {
+        "id": {"type": "integer", "format": "int64", "minimum": 1, "maximum": 2**63 - 1},
+    },
 }
 
 # Celery: JSON only, bounded tasks, results kept in our own tables rather than a backend.
