@@ -25,10 +25,12 @@ class Label(models.Model):
     # Indexes and checks chosen for bulk imports of labels: the composite indexes below cover
     # the foreign keys' lookups, and `project` (a copy of the case's) and `import_batch` are
     # written only by the services, from rows they hold.
+    # PROTECT: a case or project with labels cannot be deleted; its history would go with it
+    # (and the database refuses to delete label rows of a case that still exists).
     project = models.ForeignKey(
-        Project, on_delete=models.CASCADE, related_name="+", db_constraint=False, db_index=False
+        Project, on_delete=models.PROTECT, related_name="+", db_constraint=False, db_index=False
     )
-    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="labels", db_index=False)
+    case = models.ForeignKey(Case, on_delete=models.PROTECT, related_name="labels", db_index=False)
     value = models.CharField(max_length=100, blank=True)
     kind = models.CharField(max_length=20, choices=LabelKind.choices)
     author = models.ForeignKey(
