@@ -63,8 +63,10 @@ def line_chart(
     diagonal: bool = False,
     x_ticks: list[tuple[float, str]] | None = None,
     legend: str | None = "lower right",
+    gaps: list[tuple[float, str]] | None = None,
 ) -> SafeString:
-    """A chart of lines in the unit square (or the given ranges), with a legend."""
+    """A chart of lines in the unit square (or the given ranges), with a legend. A y of None
+    breaks its line; `gaps` marks such places across the plot, each with its reason."""
     x0, x1 = x_range
     y0, y1 = y_range
     # A legend above the plot takes a line of its own there.
@@ -107,6 +109,16 @@ def line_chart(
         parts.append(
             f'<line x1="{px(x0):.1f}" y1="{py(y0):.1f}" x2="{px(x1):.1f}" y2="{py(y1):.1f}" '
             'class="diagonal"/>'
+        )
+    for value, reason in gaps or []:
+        # Hatched across the whole height: no value there, which a point at 0 would hide.
+        x = px(value)
+        parts.append(
+            f'<g class="gap"><title>{escape(reason)}</title>'
+            f'<rect x="{x - 5:.1f}" y="{top}" width="10" height="{plot_h}" fill="#98a2b3" '
+            'fill-opacity="0.15"/>'
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + plot_h}" stroke="#98a2b3" '
+            'stroke-dasharray="3 3"/></g>'
         )
     for n, s in enumerate(series):
         color = s.color or PALETTE[n % len(PALETTE)]
@@ -252,12 +264,29 @@ def slices_chart(
     slice_sets: list[tuple[str, list[dict]]], objective_label: str
 ) -> SafeString | None:
     """The objective per month; one line per source (cross-validation, held-out, since
-    training) or per model version when comparing."""
+    training) or per model version when comparing. A month where the objective has no value
+    is a gap in its line, marked on the plot and said under it (why, from the row's
+    `undefined`), not a point at 0."""
     periods = sorted({s["period"] for _, rows in slice_sets for s in rows})
     values = [s["objective"] for _, rows in slice_sets for s in rows if s["objective"] is not None]
     if not periods or not values:
         return None
     index = {p: i for i, p in enumerate(periods)}
+    missing: dict[str, list[str]] = {}
+    for name, rows in slice_sets:
+        for s in rows:
+            if s["objective"] is None:
+                why = s.get("undefined") or "no value"
+                missing.setdefault(s["period"], []).append(
+                    f"{name} — {why}" if len(slice_sets) > 1 else why
+                )
+    # Marked only where no line has a value: there the gap is the whole month's.
+    valued = {s["period"] for _, rows in slice_sets for s in rows if s["objective"] is not None}
+    gaps = [
+        (index[p], f"{p}: {objective_label} {'; '.join(why)}")
+        for p, why in sorted(missing.items())
+        if p not in valued
+    ]
     low, high = min(values), max(values)
     pad = max(0.02, (high - low) * 0.15)
     y_range = (max(0.0, low - pad), min(1.0, high + pad)) if high <= 1 else (low - pad, high + pad)
@@ -281,7 +310,7 @@ def slices_chart(
     # At most five month labels, so that they never run into each other.
     step = max(1, -(-len(periods) // 5))
     ticks = [(i, periods[i]) for i in range(0, len(periods), step)]
-    return line_chart(
+    chart = line_chart(
         series,
         title=f"{objective_label} per month",
         x_label="Month of the cases",
@@ -290,6 +319,14 @@ def slices_chart(
         y_range=y_range,
         x_ticks=ticks,
         legend="above",
+        gaps=gaps,
+    )
+    if not missing:
+        return chart
+    notes = "; ".join(f"{p}, {', '.join(why)}" for p, why in sorted(missing.items()))
+    return mark_safe(  # the chart is escaped above, the note here
+        f'{chart}<p class="small muted chart-note">Gaps, not zeros, where '
+        f"{escape(objective_label)} has no value: {escape(notes)}.</p>"
     )
 
 

@@ -36,6 +36,10 @@ METRICS: dict[str, str] = {
 THRESHOLD_FREE = {"roc_auc", "pr_auc", "precision_at_k"}
 LOWER_IS_BETTER = {"expected_cost"}
 NEEDS_POSITIVE_CLASS = {"roc_auc", "pr_auc", "f_beta", "recall_at_precision", "precision_at_k"}
+# Metrics that compare the class of interest with the others: undefined on cases of one side
+# only. F-beta needs a case of the class (its recall is 0/0 without one) but not the others.
+NEEDS_BOTH_SIDES = {"roc_auc", "pr_auc", "recall_at_precision"}
+NEEDS_A_POSITIVE = NEEDS_BOTH_SIDES | {"f_beta"}
 
 
 class ObjectiveError(ValueError):
@@ -125,6 +129,21 @@ def decide(proba: np.ndarray, threshold: float | None, positive: int) -> np.ndar
     return np.where(proba[:, positive] >= threshold, positive, others.argmax(axis=1))
 
 
+def objective_undefined(spec: ObjectiveSpec, y_true: np.ndarray, classes: list[str]) -> str | None:
+    """Why the objective has no value on these cases, in words for a chart or a table ("no
+    heart_failure case"); None when it has one. A value of 0 there would read as a model that
+    finds nothing, when there was nothing to find."""
+    if len(y_true) == 0:
+        return "no case"
+    positive = classes[positive_index(spec, classes)]
+    is_pos = np.asarray(y_true) == positive
+    if spec.metric in NEEDS_A_POSITIVE and not is_pos.any():
+        return f"no {positive} case"
+    if spec.metric in NEEDS_BOTH_SIDES and is_pos.all():
+        return f"only {positive} cases"
+    return None
+
+
 def objective_value(
     spec: ObjectiveSpec,
     y_true: np.ndarray,
@@ -132,18 +151,15 @@ def objective_value(
     classes: list[str],
     threshold: float | None = None,
 ) -> float | None:
-    """The objective on these cases, or None where it is undefined (e.g. ROC AUC on a slice
-    holding one class only)."""
-    if len(y_true) == 0:
+    """The objective on these cases, or None where it is undefined (`objective_undefined`
+    says why: ROC AUC on a slice holding one class only, F-beta on one without a case of the
+    class of interest)."""
+    if objective_undefined(spec, y_true, classes) is not None:
         return None
     pos = positive_index(spec, classes)
     is_pos = np.asarray(y_true) == classes[pos]
     scores = proba[:, pos]
     metric = spec.metric
-    if metric in ("roc_auc", "pr_auc", "recall_at_precision") and (
-        is_pos.all() or not is_pos.any()
-    ):
-        return None
     if metric == "roc_auc":
         return float(roc_auc_score(is_pos, scores))
     if metric == "pr_auc":
@@ -183,10 +199,7 @@ def objective_scorer(
     pos = positive_index(spec, classes)
     is_pos = np.asarray(y_true) == classes[pos]
     metric = spec.metric
-    if n == 0 or (
-        metric in ("roc_auc", "pr_auc", "recall_at_precision")
-        and (is_pos.all() or not is_pos.any())
-    ):
+    if objective_undefined(spec, y_true, classes) is not None:
         return lambda proba: None
     n_pos = int(is_pos.sum())
     if metric == "roc_auc":
@@ -250,10 +263,12 @@ def _confusion(y_index: np.ndarray, decided: np.ndarray, k: int) -> np.ndarray:
     return np.bincount(y_index * k + decided, minlength=k * k).reshape(k, k)
 
 
-def _decision_value(spec: ObjectiveSpec, confusion: np.ndarray, pos: int) -> float:
+def _decision_value(spec: ObjectiveSpec, confusion: np.ndarray, pos: int) -> float | None:
     """A threshold-dependent objective from the confusion matrix (rows: true, columns:
-    decided), as scikit-learn defines it; counting from integers is what lets the threshold
-    search try two hundred thresholds on fifty thousand cases in milliseconds."""
+    decided), as scikit-learn defines it, except that F-beta without a case of the class is
+    None (scikit-learn's zero_division would make it 0); counting from integers is what lets
+    the threshold search try two hundred thresholds on fifty thousand cases in
+    milliseconds."""
     n = confusion.sum()
     if spec.metric == "accuracy":
         return float(np.trace(confusion) / n)
@@ -265,9 +280,10 @@ def _decision_value(spec: ObjectiveSpec, confusion: np.ndarray, pos: int) -> flo
         tp = confusion[pos, pos]
         fp = confusion[:, pos].sum() - tp
         fn = confusion[pos, :].sum() - tp
+        if tp + fn == 0:
+            return None  # recall is 0/0: there was no case of the class to find
         b2 = spec.beta**2
-        denominator = (1 + b2) * tp + b2 * fn + fp
-        return float((1 + b2) * tp / denominator) if denominator else 0.0
+        return float((1 + b2) * tp / ((1 + b2) * tp + b2 * fn + fp))
     matrix = np.asarray(spec.cost_matrix, dtype=float)
     return float((confusion * matrix).sum() / n)
 

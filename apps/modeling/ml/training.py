@@ -42,6 +42,7 @@ from apps.modeling.ml.objectives import (
     class_indices,
     decide,
     objective_scorer,
+    objective_undefined,
     objective_value,
     positive_index,
     threshold_choose,
@@ -368,7 +369,9 @@ def month_slices(
     threshold: float | None,
     source: str,
 ) -> list[dict[str, Any]]:
-    """The objective per calendar month of the cases' dates (undated cases are left out)."""
+    """The objective per calendar month of the cases' dates (undated cases are left out).
+    A month without a value (None, never NaN: the rows are stored as JSON and compared when a
+    run is reproduced) says why in `undefined`."""
     dated = ~np.isnat(occurred_at)
     if not dated.any():
         return []
@@ -377,17 +380,23 @@ def month_slices(
     positive = classes[positive_index(objective, classes)]
     for month in np.unique(months):
         here = np.flatnonzero(dated)[months == month]
+        # A month with a handful of cases says nothing: counted, not scored.
+        if len(here) < MIN_SLICE_CASES:
+            undefined: str | None = (
+                f"not scored: only {len(here)} cases, fewer than {MIN_SLICE_CASES}"
+            )
+        else:
+            why = objective_undefined(objective, y_true[here], classes)
+            undefined = f"not defined: {why} that month" if why else None
         rows.append(
             {
                 "period": str(month),
                 "n": len(here),
                 "positives": int(np.sum(y_true[here] == positive)),
-                # A month with a handful of cases says nothing: counted, not scored.
-                "objective": objective_value(
-                    objective, y_true[here], proba[here], classes, threshold
-                )
-                if len(here) >= MIN_SLICE_CASES
-                else None,
+                "objective": None
+                if undefined
+                else objective_value(objective, y_true[here], proba[here], classes, threshold),
+                "undefined": undefined,
                 "source": source,
             }
         )
