@@ -350,6 +350,9 @@ def test_promote_during_predictions_answers_every_request_wholly_from_one_versio
 
     answers: list[tuple[int, np.ndarray]] = []
     failures: list[str] = []
+    # A client thread that raises (the test client re-raises a view's exception) must fail
+    # the test, not only an answer that is not 200: a dead thread answers nothing more.
+    raised: list[BaseException] = []
     stop = threading.Event()
 
     def client_loop() -> None:
@@ -370,6 +373,8 @@ def test_promote_during_predictions_answers_every_request_wholly_from_one_versio
                     [[p["probabilities"][c] for c in project.classes] for p in body["predictions"]]
                 )
                 answers.append((body["model_version"], got))
+        except BaseException as error:  # every failure is the test's business
+            raised.append(error)
         finally:
             connection.close()
 
@@ -378,22 +383,35 @@ def test_promote_during_predictions_answers_every_request_wholly_from_one_versio
 
         deadline = time.monotonic() + 30
         while len(answers) + len(failures) < count and time.monotonic() < deadline:
+            if raised:
+                return
             time.sleep(0.01)
 
+    # Every client starts on an empty cache, so that their first requests load the model
+    # together, as the first requests after a server starts do.
+    from apps.modeling import serving
+
+    serving._cache.clear()
     threads = [threading.Thread(target=client_loop) for _ in range(3)]
     for t in threads:
         t.start()
-    wait_for_answers(3)
-    for _ in range(3):
-        served = len(answers)
-        services.model_version_deploy(version=v2, deployed_by=data_scientist, apply_now=True)
-        wait_for_answers(served + 3)
-        served = len(answers)
-        services.model_version_rollback(project=project, deployed_by=data_scientist, to_version=v1)
-        wait_for_answers(served + 3)
-    stop.set()
-    for t in threads:
-        t.join(timeout=60)
+    try:
+        wait_for_answers(3)
+        for _ in range(3):
+            served = len(answers)
+            services.model_version_deploy(version=v2, deployed_by=data_scientist, apply_now=True)
+            wait_for_answers(served + 3)
+            served = len(answers)
+            services.model_version_rollback(
+                project=project, deployed_by=data_scientist, to_version=v1
+            )
+            wait_for_answers(served + 3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    assert not [t for t in threads if t.is_alive()], "a client thread never finished"
+    assert not raised, raised[:3]
     assert not failures, failures[:3]
     assert {number for number, _ in answers} == {1, 2}
     for number, got in answers:
@@ -546,6 +564,35 @@ def test_deploy_from_a_stale_page_is_refused(client, labeled_project, data_scien
     assert deployment_current(project=labeled_project).model_version == v2
 
 
+def test_deploy_and_roll_back_from_the_page_keep_the_note_in_the_history(
+    client, labeled_project, data_scientist
+):
+    _run(labeled_project)
+    v2 = _run(labeled_project).model_version
+    client.force_login(data_scientist)
+    models_url = reverse("modeling:models", args=[labeled_project.pk])
+    page = client.get(models_url).content.decode()
+    # Each deploy and roll-back form has a note field of its own.
+    assert page.count('name="note" maxlength="300"') == 1  # v2: deploy (v1 is in production)
+    url = reverse("modeling:deploy", args=[labeled_project.pk, v2.number])
+    client.post(url, {"expected_production": "1", "note": "recall on the recent months"})
+    current = deployment_current(project=labeled_project)
+    assert current.model_version == v2 and current.note == "recall on the recent months"
+    page = client.get(models_url).content.decode()
+    assert "Roll back to v1" in page and page.count('name="note" maxlength="300"') == 1
+    back = reverse("modeling:deploy", args=[labeled_project.pk, 1])
+    client.post(
+        back, {"expected_production": "2", "action": "rollback", "note": "v2 flags too many"}
+    )
+    current = deployment_current(project=labeled_project)
+    assert current.action == DeploymentAction.ROLLBACK and current.note == "v2 flags too many"
+    history = client.get(models_url).content.decode().split("<h2>Deployments</h2>")[1]
+    assert history.index("v2 flags too many") < history.index("recall on the recent months")
+    too_long = client.post(url, {"expected_production": "1", "note": "x" * 301})
+    assert too_long.status_code == 400 and b"the note is too long (301" in too_long.content
+    assert deployment_current(project=labeled_project) == current  # nothing deployed
+
+
 def test_run_page_draws_the_charts_and_compare_page_puts_two_versions_side_by_side(
     client, labeled_project, reviewer
 ):
@@ -619,8 +666,16 @@ def test_api_objective_config_versions_deploy_rollback_alerts(
     assert response.status_code == 201 and response.json()["model_version"] == 1
     history = client.get(f"{base}/deployments/").json()
     assert [d["action"] for d in history] == ["rollback", "deploy", "auto"]
+    # Alert below 45%: the rarer class (heart failure, about three cases in ten) is flagged.
+    labeled_project.alert_min_class_share = 0.45
+    labeled_project.save(update_fields=["alert_min_class_share"])
     alerts = client.get(f"{base}/alerts").json()
-    assert isinstance(alerts, list)
+    fields = ("kind", "severity", "title", "figure", "action")
+    shown = [{f: a[f] for f in fields} for a in project_alerts(project=labeled_project)]
+    assert alerts == shown  # what the models page shows
+    rare = [a for a in alerts if a["kind"] == "imbalance"]
+    assert [a["title"] for a in rare] == ["Class 'heart_failure' is rare among the labels"]
+    assert "alert below 45%" in rare[0]["figure"] and rare[0]["action"]
     run_id = TrainingRun.objects.filter(project=labeled_project).first().pk
     response = client.post(f"/api/training-runs/{run_id}/reproduce")
     assert response.status_code == 202 and response.json()["reproduction"]["status"] == "running"

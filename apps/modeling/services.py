@@ -1599,6 +1599,7 @@ def _feature_difference(
         for row in rows:
             entry = by_period.setdefault(row["period"], {"period": row["period"], "n": row["n"]})
             entry[side] = row["objective"]
+            entry[f"{side}_undefined"] = row.get("undefined")
     per_slice = [by_period[p] for p in sorted(by_period)]
     for entry in per_slice:
         if entry.get("a") is not None and entry.get("b") is not None:

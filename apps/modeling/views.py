@@ -9,7 +9,7 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -153,7 +153,12 @@ def deploy(request: HttpRequest, project_id: int, number: int) -> HttpResponse:
     if version is None:
         raise Http404
     form = DeployForm(request.POST)
-    form.is_valid()
+    if not form.is_valid() and "note" in form.errors:
+        # The page's field stops at 300 characters; a longer note is refused, not cut.
+        return HttpResponseBadRequest(
+            f"Nothing was deployed: the note is too long ({len(request.POST.get('note', ''))} "
+            "characters; at most 300)."
+        )
     deployment = selectors.deployment_current(project=project)
     showing = form.cleaned_data.get("expected_production")
     now_number = deployment.model_version.number if deployment else None
