@@ -1,5 +1,9 @@
 """The Django admin as Casebook runs it: who may enter, and what each person sees there.
 
+Every app's admin.py builds on this module, the lowest app's (audit) too: it sits in config,
+beside the apps, and reads memberships from apps.projects only inside functions, at request
+time, so no app's import of it pulls a higher app in.
+
 A data scientist retrains, deploys and rolls back from the admin, so entry does not hang on
 Django's `is_staff` flag and per-model permissions (which would have to be kept in step with
 every membership change): whoever holds the data scientist or admin role in a project may enter,
@@ -97,6 +101,17 @@ def admin_projects(request: HttpRequest) -> list[tuple[int, str]]:
     if not request.user.is_superuser:
         projects = projects.filter(pk__in=admin_project_ids(request))
     return [(pk, name) for pk, name in projects.values_list("pk", "name")]
+
+
+def admin_member_names(request: HttpRequest) -> list[str]:
+    """The usernames of the members of the projects this request's user administers."""
+    from apps.projects.models import Membership
+
+    members = Membership.objects.all()
+    if not request.user.is_superuser:
+        members = members.filter(project_id__in=admin_project_ids(request))
+    names = members.order_by("user__username").values_list("user__username", flat=True)
+    return list(names.distinct())
 
 
 def project_name_of(field: str) -> Subquery:

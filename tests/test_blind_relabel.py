@@ -119,3 +119,65 @@ def test_a_label_given_in_another_tab_is_named_as_yours(client, project, clinici
     (message,) = ALERT.findall(response.content.decode())
     assert "You labeled case" in message and "another tab or window" in message
     assert "changed by clara" not in message
+
+
+def _answer_as(client, project, user, value: str):
+    client.force_login(user)
+    page = _label_page(client, project)
+    case_id = int(re.search(r'data-case-id="(\d+)"', page).group(1))
+    case = Case.objects.get(pk=case_id)
+    return case, page, _answer(client, project, case, page, value)
+
+
+def test_undoing_a_blind_relabel_answer_does_not_show_the_questioned_label(
+    client, project, questioned
+):
+    case, ben = questioned
+    _, _, response = _answer_as(client, project, ben, "no_heart_failure")
+    assert response.status_code == 200
+    undone = client.post(
+        reverse("labeling:undo", args=[project.pk]), headers={"HX-Request": "true"}
+    ).content.decode()
+    # Ben holds the task again, blind; the value the case went back to is Clara's label.
+    assert f'data-case-id="{case.pk}"' in undone and "Relabel blind" in undone
+    assert "back to" not in undone
+    assert f">{case.external_id}</a>" not in undone  # not in "My recent labels" either
+
+
+def test_the_questioned_author_is_not_handed_the_blind_pool_task(client, project, questioned):
+    case, ben = questioned
+    clara = Label.objects.get(case=case).author
+    client.force_login(clara)
+    assert f'data-case-id="{case.pk}"' not in _label_page(client, project)
+    client.force_login(ben)
+    assert f'data-case-id="{case.pk}"' in _label_page(client, project)
+
+
+def test_the_api_hides_a_blind_relabels_history_from_the_one_answering(client, project, questioned):
+    from rest_framework.test import APIClient
+
+    case, ben = questioned
+    client.force_login(ben)
+    _label_page(client, project)  # Ben now holds the task
+    api = APIClient()
+    api.force_authenticate(ben)
+    history = api.get(f"/api/cases/{case.pk}/labels").json()
+    assert history == []
+    api.force_authenticate(Label.objects.get(case=case).author)
+    assert [row["value"] for row in api.get(f"/api/cases/{case.pk}/labels").json()] == [
+        "heart_failure"
+    ]
+
+
+def test_a_blind_task_answered_by_someone_else_does_not_say_by_whom(
+    client, project, questioned, clinician
+):
+    case, ben = questioned
+    client.force_login(ben)
+    page = _label_page(client, project)
+    task = LabelTask.objects.get(case=case, kind=TaskKind.RELABEL)
+    label_record(case=case, value="no_heart_failure", author=clinician, task=task)
+    response = _answer(client, project, case, page, "heart_failure")
+    assert response.status_code == 409
+    (message,) = ALERT.findall(response.content.decode())
+    assert "someone else answered it" in message and "clara" not in message

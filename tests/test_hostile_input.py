@@ -16,11 +16,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from django.urls import reverse
 from rest_framework.test import APIClient
 
 from apps.cases.models import Case, ImportBatch
 from apps.labeling.models import Label, LabelTask
-from apps.projects.models import Role
+from apps.projects.models import Membership, Role
 from apps.review.models import Mention
 from tests.conftest import csv_upload
 from tests.test_permissions import ACCESS, ROUTES, Route
@@ -445,3 +446,26 @@ def test_a_ragged_csv_row_is_reported_by_its_row(api, project, fast):
     ragged = [i for i in issues if "Expected 4 columns, got 3" in i["message"]]
     assert [i["row"] for i in ragged] == [4], issues
     _nothing_stored(project)
+
+
+@pytest.mark.parametrize("digit", ["²", "٣", "0", "9" * 25])
+def test_ids_in_query_strings_that_are_not_ascii_numbers_are_refused_not_crashed(
+    client, project, data_scientist, digit
+):
+    """str.isdigit() takes "²" and "٣", which int() then refuses: every query-string id goes
+    through one parser instead."""
+    admin = Membership.objects.get(project=project, role=Role.ADMIN).user
+    admin.is_superuser = True
+    admin.save()
+    client.force_login(admin)
+    answers = [
+        client.get(reverse("review:board", args=[project.pk]) + f"?version={digit}"),
+        client.get(f"/api/projects/{project.pk}/label-issues/?version={digit}"),
+        client.get(reverse("labeling:agreement", args=[project.pk]) + f"?closed_before={digit}"),
+        client.post(
+            reverse("features:preview", args=[project.pk]),
+            {"expression": "age * 2", "feature_id": digit},
+        ),
+        client.get(reverse("admin:audit_auditevent_changelist") + f"?project={digit}"),
+    ]
+    assert [a.status_code for a in answers if a.status_code >= 500] == []

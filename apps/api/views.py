@@ -315,8 +315,9 @@ class CaseLabelApi(APIView):
     def get(self, request: Request, case_id: int) -> Response:
         case, _ = _case_for_user(request, case_id)
         history = labeling_selectors.label_history(case=case)
-        if labeling_selectors.case_blind_for(case=case, user=request.user):
-            # Still collecting independent labels: others' stay hidden until you give yours.
+        if labeling_selectors.case_labels_hidden_for(case=case, user=request.user):
+            # An independent label still to give, or a blind relabel held: others' labels
+            # stay hidden until you give yours.
             history = history.filter(author=request.user)
         return Response(s.LabelOut(history, many=True).data)
 
@@ -603,9 +604,16 @@ class LabelIssueListApi(APIView):
                 status=status.HTTP_400_BAD_REQUEST,
             )
         # The board's verdicts: production's, or those of `version`.
-        computation = review_selectors.label_issue_board(
-            project=access.project, number=filters.version
-        ).computation
+        board = review_selectors.label_issue_board(project=access.project, number=filters.version)
+        computation = board.computation
+        if filters.version is not None and (
+            computation is None or computation.model_version.number != filters.version
+        ):
+            # The page falls back and says so; an API client would not notice the swap.
+            return Response(
+                {"detail": board.note or f"Version {filters.version} has no verdicts."},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
         rows, following = review_selectors.label_issue_page(
             project=access.project, filters=filters, limit=limit, computation=computation
         )

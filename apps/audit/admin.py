@@ -9,12 +9,20 @@ from django.http import HttpRequest, HttpResponse
 
 from apps.audit.models import AuditEvent
 from apps.audit.services import audit_record
-from config.admin_site import ProjectScopedAdmin, admin_projects, project_name_of
+from apps.projects.ids import id_parse
+from config.admin_site import (
+    ProjectScopedAdmin,
+    admin_member_names,
+    admin_projects,
+    project_name_of,
+)
 
 PEOPLE_LISTED = 200
 
 
-class ProjectFilter(admin.SimpleListFilter):
+class AuditProjectFilter(admin.SimpleListFilter):
+    """By project; the log keeps a plain project id, not a key, so Django's filter cannot."""
+
     title = "project"
     parameter_name = "project"
 
@@ -25,26 +33,22 @@ class ProjectFilter(admin.SimpleListFilter):
         value = self.value()
         if value is None:
             return queryset
-        if not value.isdigit() or int(value) not in dict(admin_projects(request)):
+        project_id = id_parse(value)
+        if project_id is None or project_id not in dict(admin_projects(request)):
             return queryset.none()
-        return queryset.filter(project_id=int(value))
+        return queryset.filter(project_id=project_id)
 
 
 class PersonFilter(admin.SimpleListFilter):
-    """Who acted, by the name the event keeps (a deleted user's events still say who)."""
+    """Who acted, by the name the event keeps. Offers the members of the projects one
+    administers (reading the names off the log would scan a row per label); a deleted or
+    departed user's events are found by searching for their name."""
 
     title = "person"
     parameter_name = "person"
 
     def lookups(self, request, model_admin):
-        names = (
-            model_admin.get_queryset(request)
-            .exclude(actor_name="")
-            .order_by("actor_name")
-            .values_list("actor_name", flat=True)
-            .distinct()[:PEOPLE_LISTED]
-        )
-        return [(name, name) for name in names]
+        return [(name, name) for name in admin_member_names(request)[:PEOPLE_LISTED]]
 
     def queryset(self, request, queryset):
         value = self.value()
@@ -54,7 +58,7 @@ class PersonFilter(admin.SimpleListFilter):
 @admin.register(AuditEvent)
 class AuditEventAdmin(ProjectScopedAdmin):
     list_display = ["created_at", "actor_name", "action", "project_name", "summary", "ip"]
-    list_filter = [ProjectFilter, PersonFilter, "action", "created_at"]
+    list_filter = [AuditProjectFilter, PersonFilter, "action", "created_at"]
     project_lookup = "project_id"
     search_fields = ["actor_name", "summary", "object_id", "ip"]
     date_hierarchy = "created_at"

@@ -18,6 +18,7 @@ from apps.features.expressions import FUNCTIONS
 from apps.features.forms import DerivedFeatureForm, RetireForm
 from apps.features.models import DerivedFeature
 from apps.features.selectors import Preview
+from apps.projects.ids import id_parse
 from apps.projects.models import Role
 from apps.projects.selectors import ProjectAccess, project_features, project_get_for_user
 
@@ -194,9 +195,12 @@ def feature_preview(request: HttpRequest, project_id: int) -> HttpResponse:
     """The preview panel for the expression being typed (htmx, on every pause in typing)."""
     access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
     replacing = None
-    feature_id = request.POST.get("feature_id", "")
-    if feature_id.isdigit():
-        replacing = _feature_or_404(access, int(feature_id)).name
+    raw_id = request.POST.get("feature_id", "")
+    if raw_id:
+        feature_id = id_parse(raw_id)
+        if feature_id is None:
+            raise Http404("No such derived feature in this project")
+        replacing = _feature_or_404(access, feature_id).name
     preview = selectors.derived_preview(
         project=access.project,
         expression=request.POST.get("expression", "")[:2000],

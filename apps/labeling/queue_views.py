@@ -14,6 +14,7 @@ from apps.cases.selectors import case_get_in_project
 from apps.labeling import selectors, services
 from apps.labeling.forms import QueueSettingsForm, RelabelRequestForm
 from apps.labeling.models import TaskKind
+from apps.projects.ids import id_parse
 from apps.projects.models import Role
 from apps.projects.selectors import membership_list, membership_user, project_get_for_user
 
@@ -69,10 +70,9 @@ def agreement_page(request: HttpRequest, project_id: int) -> HttpResponse:
     access = project_get_for_user(user=request.user, project_id=project_id, role=Role.REVIEWER)
     project = access.project
     raw = request.GET.get("closed_before", "")
-    error = "" if raw == "" or raw.isdigit() else f"closed_before {raw!r} is not a task number."
-    closed, older = selectors.task_closed_list(
-        project=project, before_id=int(raw) if raw and not error else None
-    )
+    before = id_parse(raw)
+    error = "" if raw == "" or before else f"closed_before {raw!r} is not a task number."
+    closed, older = selectors.task_closed_list(project=project, before_id=before)
     context = {
         "project": project,
         "access": access,

@@ -12,8 +12,21 @@ import krippendorff
 import numpy as np
 import pandas as pd
 from django.db import connection
+from django.db.models import (
+    BigIntegerField,
+    Count,
+    Exists,
+    F,
+    Max,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
 from django.db.models import Case as Case_
-from django.db.models import Count, Exists, F, Max, OuterRef, Q, QuerySet, Subquery, Sum, When
 from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 from sklearn.metrics import cohen_kappa_score
@@ -52,16 +65,43 @@ def label_history(*, case: Case) -> QuerySet[Label]:
     return Label.objects.filter(case=case).select_related("author").order_by("-id")
 
 
+def _held_blind(user: User) -> QuerySet[Lease]:
+    """The leases by which `user` holds a case under a relabel task of a project that relabels
+    blind: they must not learn that case's labels (the questioned one, who gave it) until they
+    have answered."""
+    return Lease.objects.filter(
+        user=user,
+        state=LeaseState.ACTIVE,
+        task__kind=TaskKind.RELABEL,
+        project__relabel_blind=True,
+    )
+
+
+def blind_relabel_held(*, case_id: int, user: User) -> bool:
+    """Whether `user` holds this case under a blind relabel task (see `_held_blind`)."""
+    return _held_blind(user).filter(case_id=case_id).exists()
+
+
+def case_labels_hidden_for(*, case: Case, user: User) -> bool:
+    """Whether others' labels of `case` are hidden from `user` right now: an overlap case they
+    have not labeled yet, or a blind relabel they hold. The one rule for the page, the API and
+    the discussion."""
+    return case_blind_for(case=case, user=user) or blind_relabel_held(case_id=case.pk, user=user)
+
+
 def label_recent_for_user(*, project: Project, user: User, limit: int = 10) -> QuerySet[Label]:
     """The cases the user labeled last, each once, with the user's newest label of it.
 
     A correction and its undo are rows of their own; listing rows would show one case up to
-    three times and push the other recent cases out of the list."""
+    three times and push the other recent cases out of the list. A case the user now holds
+    under a blind relabel is left out: its row would show the label being questioned (theirs,
+    or after an undo, the value it went back to)."""
     mine = Label.objects.filter(author=user).exclude(kind=LabelKind.IMPORTED)
     newer_of_same_case = mine.filter(case=OuterRef("case"), id__gt=OuterRef("id"))
     return (
         mine.filter(project=project)
         .exclude(Exists(newer_of_same_case))
+        .exclude(case_id__in=_held_blind(user).values("case_id"))
         .select_related("case")
         .order_by("-id")[:limit]
     )
@@ -430,9 +470,21 @@ def task_next_for(
     own_opinion = Label.objects.filter(
         case=OuterRef("case"), author=user, kind__in=[LabelKind.LABELED, LabelKind.RELABELED]
     )
+    tasks = LabelTask.objects.filter(project=project, status=TaskStatus.OPEN, kind__in=kinds)
+    if project.relabel_blind:
+        # A blind relabel from the pool is a second look by someone else: the person whose
+        # label is questioned is not handed it (a task assigned to them by name still is).
+        newest_author = Label.objects.filter(case=OuterRef("case")).order_by("-id")
+        # Coalesce: a case with no label yet has no author to compare (NULL would drop the row).
+        tasks = tasks.annotate(
+            questioned_by=Coalesce(
+                Subquery(newest_author.values("author_id")[:1]),
+                Value(0),
+                output_field=BigIntegerField(),
+            )
+        ).exclude(Q(kind=TaskKind.RELABEL) & Q(assignee__isnull=True) & Q(questioned_by=user.pk))
     task = (
-        LabelTask.objects.filter(project=project, status=TaskStatus.OPEN, kind__in=kinds)
-        .filter(Q(assignee=user) | Q(assignee__isnull=True))
+        tasks.filter(Q(assignee=user) | Q(assignee__isnull=True))
         .exclude(Exists(busy))
         .exclude(Exists(passed))
         .exclude(Q(kind=TaskKind.ADJUDICATE) & Q(Exists(own_opinion)))

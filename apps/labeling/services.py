@@ -274,11 +274,11 @@ def _task_settled_message(task: LabelTask, *, author: User, hidden: bool) -> str
     settled = ""
     if task.label_id:
         winner = Label.objects.select_related("author").get(pk=task.label_id)
-        who = (
-            "you, in another tab or window,"
-            if winner.author_id == author.pk
-            else winner.author.username
-        )
+        if winner.author_id == author.pk:
+            who = "you, in another tab or window,"
+        else:
+            # Blind: whoever answered may be the one whose label was questioned.
+            who = "someone else" if hidden else winner.author.username
         given = "answered it" if hidden else f"gave {winner.value}"
         settled = (
             f": {who} {given} at {timezone.localtime(winner.created_at):%H:%M}. "

@@ -232,7 +232,10 @@ def label_undo(request: HttpRequest, project_id: int) -> HttpResponse:
     case = undo.case
     case.project = access.project
     lease = selectors.lease_active_for(project=access.project, user=request.user)
-    restored = f" (back to {undo.value})" if undo.value else ""
+    # Undoing the answer to a blind relabel gives the task back, still blind: the value the
+    # case went back to is the label in question.
+    hidden = selectors.blind_relabel_held(case_id=case.pk, user=request.user)
+    restored = f" (back to {undo.value})" if undo.value and not hidden else ""
     notice = f"Undid your label of {case.external_id}{restored}."
     return _queue_address(request, access, _case_panel(request, access, case, lease, notice=notice))
 

@@ -113,6 +113,7 @@ def membership_set(
     if user is None:
         raise ValidationError({"username": f"No user named {username!r}."})
     with transaction.atomic():
+        Project.objects.select_for_update().filter(pk=project.pk).first()  # as in removal
         others_admin = (
             Membership.objects.select_for_update()
             .filter(project=project, role=Role.ADMIN)
@@ -147,6 +148,9 @@ def membership_remove(
     stay in the history under their name. The last admin cannot be removed. Callers that hand
     the person's work back (labeling's `member_remove`) call this in their transaction."""
     with transaction.atomic():
+        # The project row first: two admins removing each other at once are taken one after
+        # the other, so the second sees that only one admin is left.
+        Project.objects.select_for_update().filter(pk=project.pk).first()
         membership = (
             Membership.objects.select_for_update()
             .filter(project=project, user__username=username)

@@ -10,6 +10,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
+from apps.projects.ids import id_parse
+
 KINDS = {
     "issues": "Likely label errors",
     "misclassified": "Misclassified (model disagrees)",
@@ -101,8 +103,9 @@ class BoardFilters:
         found._ranges_from(query, features or {})
         version = query.get("version", "")
         if version:
-            if version.isdigit() and int(version) > 0:
-                found.version = int(version)
+            number = id_parse(version)
+            if number is not None:
+                found.version = number
             else:
                 found.errors.append(f"Version {version!r} is not a version number.")
         after = query.get("after", "")

@@ -375,17 +375,11 @@ HIDDEN_BLIND_RELABEL = "blind_relabel"
 def discussion_hidden(*, case, user, project: Project) -> str:
     """Why a case's discussion is hidden from this user now ("" when it is not): while they
     label it independently (an overlap case they have not labeled yet), or relabel it blind."""
-    from apps.labeling.models import Lease, LeaseState, TaskKind
-    from apps.labeling.selectors import case_blind_for
+    from apps.labeling.selectors import blind_relabel_held, case_blind_for
 
     if case_blind_for(case=case, user=user):
         return HIDDEN_OVERLAP
-    if (
-        project.relabel_blind
-        and Lease.objects.filter(
-            case=case, user=user, state=LeaseState.ACTIVE, task__kind=TaskKind.RELABEL
-        ).exists()
-    ):
+    if project.relabel_blind and blind_relabel_held(case_id=case.pk, user=user):
         return HIDDEN_BLIND_RELABEL
     return ""
 
