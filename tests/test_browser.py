@@ -45,13 +45,19 @@ def browser():
         browser.close()
 
 
+def new_page(browser, width: int = 1366, height: int = 900):
+    """A page in a browser context of its own (its own cookies: one person), closed with
+    `page.context.close()`."""
+    context = browser.new_context(viewport={"width": width, "height": height})
+    context.set_default_timeout(TIMEOUT_MS)
+    return context.new_page()
+
+
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 1366, "height": 900})
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
+    page = new_page(browser)
     yield page
-    context.close()
+    page.context.close()
 
 
 def log_in(page, base_url: str, username: str) -> None:

@@ -11,44 +11,28 @@ from apps.labeling.services import label_record
 from apps.review.models import LabelIssue
 from tests.conftest import PASSWORD
 from tests.test_browser import (
-    TIMEOUT_MS,
     browser,
     log_in,
+    new_page,
     page,
     press_and_wait,
     queued_cases,
     shown_case_id,
     wait_for_case_other_than,
 )
+from tests.test_browser_review import board
 
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture
-def board(transactional_db, settings, tmp_path):
-    """The breast-cancer demo (40 of 398 labels flipped), trained, its label issues found."""
-    from apps.review import services as review_services
-    from tests.test_review import _wdbc_load
-
-    project, dataset, users, version = _wdbc_load(settings, tmp_path)
-    review_services.label_issues_find(version_id=version.pk)
-    return project, dataset, users
-
-
 def _open_as(browser, base_url: str, username: str):
-    context = browser.new_context(viewport={"width": 1366, "height": 900})
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    page.goto(f"{base_url}/accounts/login/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", PASSWORD)
-    with page.expect_navigation():
-        page.click("button.primary")
+    page = new_page(browser)
+    log_in(page, base_url, username)
     return page
 
 
 def test_board_to_blind_relabel_to_adjudication_by_keyboard(live_server, browser, board):
-    project, _, _ = board
+    project, _ = board
     pages = []
     try:
         # The reviewer sends the most likely wrong label back to the clinicians' pool.

@@ -7,7 +7,7 @@ import pytest
 
 from apps.labeling.models import LabelTask, TaskKind
 from apps.review import services
-from tests.test_browser import TIMEOUT_MS, browser, log_in
+from tests.test_browser import browser, log_in, new_page
 from tests.test_review import _wdbc_load
 
 pytestmark = pytest.mark.browser
@@ -30,19 +30,14 @@ def board(transactional_db, settings, tmp_path):
     return project, users
 
 
-def _page(browser, width: int, height: int):
-    context = browser.new_context(viewport={"width": width, "height": height})
-    context.set_default_timeout(TIMEOUT_MS)
-    return context, context.new_page()
-
-
 def test_select_all_sends_the_page_back_and_badges_stay_in_the_card(
     live_server,
     browser,
     board,
 ):
     project, users = board
-    context, page = _page(browser, 1366, 900)
+    page = new_page(browser, 1366, 900)
+    context = page.context
     try:
         log_in(page, live_server.url, users["reviewer"].username)
         page.goto(f"{live_server.url}/projects/{project.pk}/review/?kind=all")
@@ -74,7 +69,8 @@ def test_on_a_phone_every_column_of_the_board_is_readable(
     board,
 ):
     project, users = board
-    context, page = _page(browser, 390, 844)
+    page = new_page(browser, 390, 844)
+    context = page.context
     try:
         log_in(page, live_server.url, users["reviewer"].username)
         page.goto(f"{live_server.url}/projects/{project.pk}/review/")
