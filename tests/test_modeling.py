@@ -1,5 +1,6 @@
 """Training runs: the coalescing policy, execution, failure, and what a model version records."""
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -7,13 +8,17 @@ import numpy as np
 import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
 
 from apps.cases.models import Case
 from apps.cases.selectors import case_feature_matrix
 from apps.labeling.models import CaseScore, Label
 from apps.labeling.services import label_record
 from apps.modeling import services
-from apps.modeling.ml.persistence import UntrustedModelFile, file_sha256, model_load
+from apps.modeling.ml.persistence import UntrustedModelFile, file_sha256, model_load, model_save
 from apps.modeling.models import Deployment, ModelVersion, RunStatus, RunTrigger, TrainingRun
 from apps.projects.models import Project
 from tests.conftest import make_cases_frame
@@ -75,6 +80,54 @@ def test_a_tampered_model_file_is_refused(labeled_project):
     path.write_bytes(path.read_bytes() + b"x")
     with pytest.raises(UntrustedModelFile, match="does not match"):
         model_load(path, run.model_version.file_sha256)
+
+
+class _Planted(BaseEstimator, TransformerMixin):
+    """A type no model of ours holds: loading it would run this module's code."""
+
+    restored = False
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        return X
+
+    def __setstate__(self, state):
+        type(self).restored = True
+        self.__dict__.update(state)
+
+
+@pytest.mark.parametrize(
+    "planted, type_name",
+    [
+        (_Planted(), f"{__name__}._Planted"),
+        (FunctionTransformer(func=os.system), "posix.system"),
+    ],
+    ids=["custom class", "function object"],
+)
+def test_a_model_file_with_an_untrusted_type_is_refused_even_when_its_hash_matches(
+    labeled_project, planted, type_name
+):
+    """The hash only says the file is the one recorded; the trusted-types check is what stops
+    a file that was recorded with a type that runs code when it is read."""
+    run = _run(labeled_project)
+    version = run.model_version
+    path = Path(version.file_path)
+    # Not fitted: fitting would call the planted function; skops writes it all the same.
+    pipeline = make_pipeline(planted, LogisticRegression())
+    path.unlink()
+    # The file's hash is the one on the version: only the types can give it away.
+    ModelVersion.objects.filter(pk=version.pk).update(file_sha256=model_save(pipeline, path))
+    version.refresh_from_db()
+    _Planted.restored = False
+
+    with pytest.raises(UntrustedModelFile, match="not on the trusted list") as refused:
+        services.version_model(version)
+    assert type_name in str(refused.value) and path.name in str(refused.value)
+    assert not _Planted.restored, "the planted object was built before the file was refused"
+    with pytest.raises(UntrustedModelFile, match="not on the trusted list"):
+        model_load(path, version.file_sha256)
 
 
 def test_a_failed_run_shows_its_error_and_changes_nothing_else(
