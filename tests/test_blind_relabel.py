@@ -181,3 +181,36 @@ def test_a_blind_task_answered_by_someone_else_does_not_say_by_whom(
     assert response.status_code == 409
     (message,) = ALERT.findall(response.content.decode())
     assert "someone else answered it" in message and "clara" not in message
+
+
+def test_the_mentions_page_hides_a_comment_on_a_case_held_blind(
+    client, project, questioned, reviewer
+):
+    from apps.review.services import comment_add
+
+    case, ben = questioned
+    comment_add(case=case, author=reviewer, body="@ben clara said heart_failure, look again")
+    client.force_login(ben)
+    _label_page(client, project)  # Ben holds the blind relabel
+    page = client.get(reverse("review:mentions")).content.decode()
+    assert case.external_id in page and "clara said" not in page
+    assert "Hidden until you have given your label" in page
+    _answer(client, project, case, _label_page(client, project), "no_heart_failure")
+    assert "clara said" in client.get(reverse("review:mentions")).content.decode()
+
+
+def test_cases_hidden_for_an_overlap_labeler_until_they_give_theirs(
+    project, data_scientist, clinician, reviewer, import_frame
+):
+    from apps.labeling.selectors import case_ids_hidden_for
+    from apps.labeling.services import queue_next, queue_settings_change
+
+    queue_settings_change(project=project, changed_by=reviewer, overlap_share=1.0, overlap_labels=2)
+    import_frame(project, data_scientist, make_cases_frame(2, labeled=0.0, seed=4))
+    ids = list(Case.objects.filter(project=project).values_list("pk", flat=True))
+    assert set(Case.objects.filter(pk__in=ids).values_list("queue_wanted", flat=True)) == {2}
+    assert case_ids_hidden_for(user=clinician, case_ids=ids) == set(ids)
+    lease = queue_next(project=project, user=clinician, role=Role.CLINICIAN)
+    label_record(case=lease.case, value="heart_failure", author=clinician)
+    assert case_ids_hidden_for(user=clinician, case_ids=ids) == set(ids) - {lease.case_id}
+    assert case_ids_hidden_for(user=reviewer, case_ids=ids) == set(ids)

@@ -89,6 +89,30 @@ def case_labels_hidden_for(*, case: Case, user: User) -> bool:
     return case_blind_for(case=case, user=user) or blind_relabel_held(case_id=case.pk, user=user)
 
 
+def case_ids_hidden_for(*, user: User, case_ids: list[int]) -> set[int]:
+    """Of these cases, those whose labels (and so their discussion) are hidden from `user`
+    now, by the rule of `case_labels_hidden_for`, in two queries whatever their number: for
+    lists such as the mentions page."""
+    if not case_ids:
+        return set()
+    held = set(_held_blind(user).filter(case_id__in=case_ids).values_list("case_id", flat=True))
+    independent = Lease.objects.filter(
+        case=OuterRef("pk"), state=LeaseState.LABELED, task__isnull=True
+    )
+    overlap = (
+        Case.objects.filter(pk__in=case_ids, queue_wanted__gt=1)
+        .annotate(
+            mine=Exists(independent.filter(user=user)),
+            labelers=Subquery(
+                independent.values("case").annotate(n=Count("user", distinct=True)).values("n")[:1]
+            ),
+        )
+        .filter(mine=False)
+        .filter(Q(labelers__isnull=True) | Q(labelers__lt=F("queue_wanted")))
+    )
+    return held | set(overlap.values_list("pk", flat=True))
+
+
 def label_recent_for_user(*, project: Project, user: User, limit: int = 10) -> QuerySet[Label]:
     """The cases the user labeled last, each once, with the user's newest label of it.
 

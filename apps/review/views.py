@@ -11,6 +11,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from apps.cases.models import Case
 from apps.labeling.models import LabelTask, TaskKind, TaskStatus
+from apps.labeling.selectors import case_ids_hidden_for
 from apps.projects.ids import id_parse
 from apps.projects.models import Role
 from apps.projects.selectors import (
@@ -214,6 +215,10 @@ def mentions(request: HttpRequest) -> HttpResponse:
         ids = [i for i in map(id_parse, request.POST.getlist("mention")) if i is not None]
         services.mentions_mark_seen(user=request.user, mention_ids=ids)
         return redirect("review:mentions")
-    return render(
-        request, "review/mentions.html", {"mentions": selectors.mentions_for(user=request.user)}
-    )
+    found = selectors.mentions_for(user=request.user)
+    # A comment on a case the user must label blind may name the label: its text waits until
+    # they have given theirs, as the thread does.
+    hidden = case_ids_hidden_for(user=request.user, case_ids=[m.comment.case_id for m in found])
+    for mention in found:
+        mention.body_hidden = mention.comment.case_id in hidden
+    return render(request, "review/mentions.html", {"mentions": found})
