@@ -4,6 +4,7 @@ its messages names the questioned label or its author, and a real stale case is 
 import re
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from apps.cases.models import Case
@@ -214,3 +215,46 @@ def test_cases_hidden_for_an_overlap_labeler_until_they_give_theirs(
     label_record(case=lease.case, value="heart_failure", author=clinician)
     assert case_ids_hidden_for(user=clinician, case_ids=ids) == set(ids) - {lease.case_id}
     assert case_ids_hidden_for(user=reviewer, case_ids=ids) == set(ids)
+
+
+def test_class_counts_that_would_tell_the_questioned_label_are_not_shown(
+    client, project, questioned, clinician, reviewer
+):
+    _, ben = questioned
+    client.force_login(ben)
+    page = _label_page(client, project)
+    assert 'class="table compact balance"' not in page
+    assert "while relabels are blind" in page
+    home = client.get(reverse("workbench:project", args=[project.pk])).content.decode()
+    assert 'class="table compact balance"' not in home
+    client.force_login(reviewer)
+    home = client.get(reverse("workbench:project", args=[project.pk])).content.decode()
+    assert 'class="table compact balance"' in home
+    project.relabel_blind = False
+    project.save(update_fields=["relabel_blind"])
+    client.force_login(clinician)
+    assert 'class="table compact balance"' in _label_page(client, project)
+
+
+def test_no_relabel_while_the_case_is_being_adjudicated_and_the_dispute_names_the_file(
+    client, project, data_scientist, reviewer, import_frame
+):
+    from apps.labeling.services import task_open
+
+    import_frame(project, data_scientist, make_cases_frame(3, labeled=1.0, seed=2))
+    case = Case.objects.filter(project=project).order_by("pk").first()
+    relabel_tasks_open(project=project, case_ids=[case.pk], created_by=reviewer, reason="look")
+    ben = _user("ben")
+    membership_set(project=project, username="ben", role=Role.CLINICIAN)
+    other = next(c for c in project.classes if c != case.current_label)
+    _, _, response = _answer_as(client, project, ben, other)
+    assert response.status_code == 200
+    dispute = LabelTask.objects.get(case=case, kind=TaskKind.ADJUDICATE, status=TaskStatus.OPEN)
+    assert "(imported)" in dispute.reason and data_scientist.username not in dispute.reason
+    with pytest.raises(ValidationError, match="open adjudication"):
+        task_open(case=case, kind=TaskKind.RELABEL, created_by=reviewer)
+    opened, skipped = relabel_tasks_open(
+        project=project, case_ids=[case.pk], created_by=reviewer, reason="again"
+    )
+    assert (opened, skipped) == (0, 1)
+    assert LabelTask.objects.filter(case=case, kind=TaskKind.RELABEL, status="open").count() == 0

@@ -115,7 +115,7 @@ def test_the_board_filters_pages_and_sends_cases_back(client, wdbc):
         {"case": ids, "reason": "again", "assignee": ""},
         follow=True,
     )
-    assert b"5 already had one" in again.content
+    assert b"5 already had an open relabel or adjudication" in again.content
     assert tasks.count() == 5
     # Clinicians do not see the board.
     client.force_login(users["clinician"])

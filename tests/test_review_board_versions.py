@@ -281,3 +281,28 @@ def test_the_migration_credits_stored_imported_labels_to_their_file(wdbc):
     assert "annotators" not in computation.summary
     rows = selectors.error_rates_by_annotator(project=project, computation=computation)
     assert [r["username"] for r in rows] == [IMPORTED]
+
+
+def test_rolling_back_to_a_version_whose_verdicts_were_dropped_judges_it_again(
+    wdbc, monkeypatch, django_capture_on_commit_callbacks
+):
+    """Only production's and the newest versions' verdicts are kept: a rollback to an older
+    version asks for its verdicts again, so the board shows production's, not a stand-in."""
+    project, _, users, first = wdbc
+    versions = [first]
+    for seed in (31, 32, 33):
+        versions.append(_train(project, seed=seed))
+    modeling_services.model_version_deploy(version=versions[3], deployed_by=users["scientist"])
+    for version in versions:
+        services.label_issues_find(version_id=version.pk)
+    assert not LabelIssueComputation.objects.filter(model_version=versions[1]).exists()
+    sent: list[tuple[str, int]] = []
+    monkeypatch.setattr(modeling_services, "_enqueue", lambda task, pk: sent.append((task, pk)))
+    with django_capture_on_commit_callbacks(execute=True):
+        modeling_services.model_version_rollback(
+            project=project, deployed_by=users["scientist"], to_version=versions[1]
+        )
+    assert (modeling_services.LABEL_ISSUES_TASK, versions[1].pk) in sent
+    services.label_issues_find(version_id=versions[1].pk)  # what the worker runs
+    board = selectors.label_issue_board(project=project, number=None)
+    assert board.computation.model_version == versions[1] and board.is_production

@@ -479,7 +479,13 @@ def label_record(
                     project_id,
                     author,
                     f"{author.username} relabeled it {value}; it was {current_label}"
-                    + (f" ({newest_username})" if newest_username else "")
+                    + (
+                        " (imported)"
+                        if newest_kind == LabelKind.IMPORTED
+                        else f" ({newest_username})"
+                        if newest_username
+                        else ""
+                    )
                     + ". Your label settles it.",
                 )
         elif wanted > 1 and (independent or labeled_before):
@@ -881,11 +887,16 @@ def task_open(
                 {"assignee": f"{assignee} is not a reviewer; only reviewers adjudicate."}
             )
     duplicate = ValidationError(f"Case {case.external_id} already has an open adjudication.")
-    if (
-        kind == TaskKind.ADJUDICATE
-        and LabelTask.objects.filter(case=case, kind=kind, status=TaskStatus.OPEN).exists()
-    ):
+    adjudicating = LabelTask.objects.filter(
+        case=case, kind=TaskKind.ADJUDICATE, status=TaskStatus.OPEN
+    ).exists()
+    if kind == TaskKind.ADJUDICATE and adjudicating:
         raise duplicate
+    if kind == TaskKind.RELABEL and adjudicating:
+        # Another relabel now would make the dispute's account (who said what) stale.
+        raise ValidationError(
+            f"Case {case.external_id} has an open adjudication: a reviewer settles it first."
+        )
     try:
         with transaction.atomic():
             task = LabelTask.objects.create(

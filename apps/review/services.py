@@ -348,9 +348,10 @@ def relabel_tasks_open(
     cases = list(Case.objects.filter(project=project, pk__in=case_ids))
     if len(cases) != len(set(case_ids)):
         raise ValidationError("Some selected cases are not in this project.")
+    # A case already sent back, or whose relabel is being adjudicated, is not asked again.
     pending = set(
         LabelTask.objects.filter(
-            case__in=cases, kind=TaskKind.RELABEL, status=TaskStatus.OPEN
+            case__in=cases, kind__in=[TaskKind.RELABEL, TaskKind.ADJUDICATE], status=TaskStatus.OPEN
         ).values_list("case_id", flat=True)
     )
     opened = 0

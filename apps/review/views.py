@@ -145,7 +145,10 @@ def relabel(request: HttpRequest, project_id: int) -> HttpResponse:
         who = f"to {assignee.username}" if assignee else "to the clinicians' pool"
         text = f"Opened {opened} relabel task{'s' if opened != 1 else ''} {who}."
         if pending:
-            text += f" {pending} already had one and {'was' if pending == 1 else 'were'} skipped."
+            text += (
+                f" {pending} already had an open relabel or adjudication and"
+                f" {'was' if pending == 1 else 'were'} skipped."
+            )
         messages.success(request, text)
     return redirect(back)
 
