@@ -35,7 +35,8 @@ finding them takes on a million cases.
    bench_training; the app is not changed), with its peak memory. "raw" is scikit-learn's
    `cross_val_predict(method="predict_proba")` of the same pipeline on the same arrays in
    memory, then cleanlab's `find_label_issues` and `get_label_quality_scores` on those
-   probabilities; its verdicts are compared with the rows ours stored.
+   probabilities; its verdicts are compared with the rows ours stored. Three runs of each
+   side, alternating (the board emptied before each of ours); the medians are reported.
 3. The board's page queries on 1,000,000 label issues (--quick: 100,000), in a database of
    its own (the same data, version 1, `label_issues_find`, then VACUUM ANALYZE as autovacuum
    would): the first page and a deep page of four slices (the default view of likely label
@@ -90,13 +91,21 @@ from bench.bench_training import (  # noqa: E402
     StageClock,
     StageTotal,
     _checkpoint,
+    _runs,
     _status_kb,
     _table,
     case_arrays,
     child_env,
     write_training_csv,
 )
-from bench.common import SERVER_DSN, emit, reset_peak_rss, run_module  # noqa: E402
+from bench.common import (  # noqa: E402
+    REPEATS,
+    SERVER_DSN,
+    emit,
+    median_run,
+    reset_peak_rss,
+    run_module,
+)
 
 LABEL_DB = "casebook_bench_label_issues"
 DEMO_DB = f"{LABEL_DB}_demo"
@@ -595,6 +604,15 @@ def child_ours(version_id: int) -> dict[str, Any]:
     from django.db import connection
 
     from apps.review import services
+    from apps.review.models import LabelIssue, LabelIssueComputation
+
+    # The service computes a version's board once; to time it again (median of three), the
+    # board of the run before is emptied first, outside the clock. Only this benchmark's
+    # database holds these rows.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"TRUNCATE {LabelIssue._meta.db_table}, {LabelIssueComputation._meta.db_table}"
+        )
 
     clock = IssueClock()
     install_stages(clock)
@@ -967,33 +985,46 @@ def run_timing(workdir: Path, size: int) -> dict[str, Any]:
         )
         if "version_id" not in train:
             raise RuntimeError(f"version 1 was not trained: {train.get('error')}")
-        _checkpoint(LABEL_DB)
-        out["busy"]["ours"] = wait_quiet()
-        say(f"timing: ours, label_issues_find on {size:,} cases")
-        out["ours"] = ours = run_module(
-            "bench_label_issues",
-            ["ours", "--version-id", str(train["version_id"])],
-            env,
-            OURS_TIMEOUT,
-        )
-        out["busy"]["raw"] = wait_quiet()
-        say(f"timing: raw, cross_val_predict + cleanlab on {size:,} cases")
-        out["raw"] = run_module(
-            "bench_label_issues",
-            [
-                "raw",
-                "--size",
-                str(size),
-                "--seed",
-                str(train["seed"]),
-                "--folds",
-                str(ours.get("folds") or 5),
-                "--compare-dsn",
-                f"{PG_HOST}/{LABEL_DB}",
-            ],
-            env,
-            RAW_TIMEOUT,
-        )
+        # Each side REPEATS times, alternating (ours, raw, ours, ...); medians reported. Raw
+        # compares its verdicts with the board the ours run just before it stored.
+        ourses: list[dict[str, Any]] = []
+        raws: list[dict[str, Any]] = []
+        for attempt in range(1, REPEATS + 1):
+            _checkpoint(LABEL_DB)
+            out["busy"][f"ours {attempt}"] = wait_quiet()
+            say(f"timing: ours {attempt} of {REPEATS}, label_issues_find on {size:,} cases")
+            ours = run_module(
+                "bench_label_issues",
+                ["ours", "--version-id", str(train["version_id"])],
+                env,
+                OURS_TIMEOUT,
+            )
+            ourses.append(ours)
+            out["busy"][f"raw {attempt}"] = wait_quiet()
+            say(f"timing: raw {attempt} of {REPEATS}, cross_val_predict + cleanlab")
+            raws.append(
+                run_module(
+                    "bench_label_issues",
+                    [
+                        "raw",
+                        "--size",
+                        str(size),
+                        "--seed",
+                        str(train["seed"]),
+                        "--folds",
+                        str(ours.get("folds") or 5),
+                        "--compare-dsn",
+                        f"{PG_HOST}/{LABEL_DB}",
+                    ],
+                    env,
+                    RAW_TIMEOUT,
+                )
+            )
+        if not all(o.get("computed") for o in ourses):
+            out["ours"] = next(o for o in ourses if not o.get("computed"))
+        else:
+            out["ours"] = median_run(ourses)
+        out["raw"] = median_run(raws)
     finally:
         csv.unlink(missing_ok=True)
         _pg_drop_create(LABEL_DB, create=False)
@@ -1348,6 +1379,7 @@ def report_timing(t: dict[str, Any]) -> str:
             f"{raw['seconds']:.1f} s",
             "cross_val_predict + cleanlab",
             f"{ours['seconds'] / raw['seconds']:.2f}",
+            f"median of {_runs(ours)} against {_runs(raw)}; "
             f"{ours['cases']:,} rows stored, {ours['issues']:,} flagged (raw: "
             f"{raw['issues']:,}; {agree})",
         ],

@@ -1310,6 +1310,20 @@ def report_bursts(b: BurstResult) -> tuple[str, list[bool]]:
     text = [title, ""]
     if rows:
         text.append(_table(BURST_COLUMNS, rows))
+        reached = sorted(
+            t for t in (x.since_label(x.predictions_seen_at) for x in b.bursts) if t is not None
+        )
+        if reached:
+            # The one line to quote: the prose and the tables elsewhere take it from here.
+            text.append(
+                f"label->predictions over {len(reached)} of {len(b.bursts)} bursts: "
+                f"{reached[0]:.1f}–{reached[-1]:.1f} s"
+                + (
+                    f" (median {reached[(len(reached) - 1) // 2]:.1f} s)"
+                    if len(reached) > 2
+                    else ""
+                )
+            )
     if b.problem:
         text.append(f"NOT MEASURED: {b.problem}")
     if project:

@@ -168,3 +168,21 @@ def run_step(module: str, args: list[str], var_dir: Path, timeout: float = 240) 
     """Run `python -m bench.<module> args...` after a checkpoint; the result it emitted."""
     checkpoint()
     return run_module(module, args, bench_env(var_dir), timeout)
+
+
+# Every ours/raw figure is the median of this many runs of each side, the sides alternating
+# (raw, ours, raw, ours, ...), so that other work on the machine falls on both alike.
+REPEATS = 3
+
+
+def median_run(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median time (the lower middle one of an even count), with every run's
+    seconds in `all_seconds` so that the report can show the spread."""
+    middle = sorted(results, key=lambda r: r["seconds"])[(len(results) - 1) // 2]
+    return {**middle, "all_seconds": sorted(r["seconds"] for r in results)}
+
+
+def spread(result: dict[str, Any]) -> str:
+    """'median of a/b/c s' for a note, from median_run's result."""
+    seconds = result.get("all_seconds") or [result["seconds"]]
+    return f"median of {'/'.join(f'{s:.2f}' for s in seconds)} s"

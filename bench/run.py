@@ -101,9 +101,9 @@ def format_table(rows: list[Row]) -> str:
 def run(quick: bool, workdir: Path) -> list[Row]:
     var_dir = workdir / "var"
     var_dir.mkdir(parents=True)
-    # (cases, repeats of each side; the best is kept): bounded to a few minutes on 2 cores.
-    imports = [(100_000, 2)] if quick else [(100_000, 2), (1_000_000, 1)]
-    load_size = imports[-1][0]
+    # Each size: three runs of each side, alternating; the medians are reported.
+    imports = [100_000] if quick else [100_000, 1_000_000]
+    load_size = imports[-1]
 
     def say(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -113,13 +113,13 @@ def run(quick: bool, workdir: Path) -> list[Row]:
     migrate_and_seed(var_dir)
     rows: list[Row] = []
     load_project = 0
-    for size, repeats in imports:
+    for size in imports:
         path = workdir / f"cases_{size}.csv"
         say(f"writing {path.name}")
         megabytes = bench_import.write_cases_csv(path, size) / 1048576
         say(f"import {size:,} cases ({megabytes:.0f} MB CSV)")
         measured, project_id = bench_import.run(
-            path, "import CSV -> PostgreSQL", size, var_dir, IMPORT_TARGETS.get(size), repeats
+            path, "import CSV -> PostgreSQL", size, var_dir, IMPORT_TARGETS.get(size)
         )
         measured[0].note = ", ".join(filter(None, [f"{megabytes:.0f} MB CSV", measured[0].note]))
         rows += measured
@@ -129,9 +129,7 @@ def run(quick: bool, workdir: Path) -> list[Row]:
     path = workdir / "cases_labeled_100000.csv"
     say("import 100,000 cases with occurred_at and labels")
     megabytes = bench_import.write_cases_csv(path, 100_000, with_time_and_label=True) / 1048576
-    measured, _ = bench_import.run(
-        path, "import +occurred_at +label", 100_000, var_dir, None, repeats=1
-    )
+    measured, _ = bench_import.run(path, "import +occurred_at +label", 100_000, var_dir, None)
     measured[0].note = ", ".join(
         filter(None, [f"{megabytes:.0f} MB CSV, 20% labeled", measured[0].note])
     )
@@ -144,7 +142,6 @@ def run(quick: bool, workdir: Path) -> list[Row]:
         workdir / "features.parquet",
         var_dir,
         LOAD_TARGETS.get(load_size),
-        repeats=2,
     )
     return rows
 
