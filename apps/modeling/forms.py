@@ -121,8 +121,9 @@ class TrainingConfigForm(forms.Form):
     hyperparameters = forms.CharField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 2, "placeholder": "{} (the defaults)"}),
-        help_text='JSON, e.g. {"C": 0.5} (logistic regression), {"max_iter": 300, '
-        '"learning_rate": 0.05} (gradient boosting), {"n_estimators": 300} (random forest).',
+        help_text='JSON, e.g. {"C": 0.5} (logistic regression, 0.0001 to 10,000), '
+        '{"max_iter": 300, "learning_rate": 0.05} (gradient boosting, up to 2,000 and 0.001 to 1), '
+        '{"n_estimators": 300} (random forest, 1 to 2,000).',
     )
     seed = forms.IntegerField(min_value=0, max_value=2**31 - 1, initial=0)
     test_fraction = forms.FloatField(

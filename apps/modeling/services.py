@@ -37,6 +37,11 @@ from apps.features.models import FeatureSetVersion
 from apps.labeling.models import CaseScore
 from apps.labeling.selectors import LabelSnapshot, label_progress, label_snapshot, label_watermark
 from apps.labeling.services import case_scores_replace, queue_refresh, queue_refresh_request
+from apps.modeling.ml.hyperparameters import (
+    HYPERPARAMETER_RANGES,
+    HyperparameterError,
+    hyperparameter_value,
+)
 from apps.modeling.ml.monitoring import (
     MIN_SLICE_CASES,
     degenerate,
@@ -787,10 +792,6 @@ def model_version_deploy(
         )
         if not apply_now:
             transaction.on_commit(lambda: _enqueue(APPLY_TASK, deployment.pk))
-        # The review board shows production's verdicts. A version rolled back to may have had
-        # its verdicts dropped (only production's and the newest are kept): it gets them again.
-        # A version that has them is left as it is (the task is idempotent).
-        transaction.on_commit(lambda: _enqueue(LABEL_ISSUES_TASK, version.pk))
     if apply_now:
         deployment_apply(deployment_id=deployment.pk)
     return deployment
@@ -1276,11 +1277,34 @@ def objective_change(
 
 
 # Hyperparameters a configuration may set, per family, with their types.
-HYPERPARAMETERS: dict[str, dict[str, type]] = {
-    "logistic_regression": {"C": float, "max_iter": int},
-    "hist_gradient_boosting": {"max_iter": int, "learning_rate": float, "max_leaf_nodes": int},
-    "random_forest": {"n_estimators": int, "min_samples_leaf": int},
-}
+def _hyperparameters_check(
+    model_family: str, hyperparameters: dict[str, Any] | None
+) -> tuple[dict[str, int | float], str]:
+    """The hyperparameters as numbers, and what is wrong with them ("" when nothing): every
+    unknown name and every value outside its family's range is named, with the range. Under
+    "auto" a name is checked against each family that reads it."""
+    families = (
+        HYPERPARAMETER_RANGES
+        if model_family == "auto"
+        else {model_family: HYPERPARAMETER_RANGES.get(model_family, {})}
+    )
+    known = sorted({name for spec in families.values() for name in spec})
+    hyper: dict[str, int | float] = {}
+    problems: list[str] = []
+    for name, raw in (hyperparameters or {}).items():
+        readers = [family for family, spec in families.items() if name in spec]
+        if not readers:
+            problems.append(
+                f"{name!r} is not a hyperparameter of {model_family}; "
+                f"known: {', '.join(known) or 'none'}."
+            )
+            continue
+        try:
+            for family in readers:
+                hyper[name] = hyperparameter_value(family, name, raw)
+        except HyperparameterError as error:
+            problems.append(str(error))
+    return hyper, " ".join(problems)
 
 
 def training_config_change(
@@ -1313,30 +1337,9 @@ def training_config_change(
     unknown = [f for f in chosen if f not in known]
     if unknown:
         errors["features"] = f"Not features of this project: {', '.join(unknown)}."
-    hyper = dict(hyperparameters or {})
-    allowed: dict[str, type] = {}
-    families = (
-        HYPERPARAMETERS
-        if model_family == "auto"
-        else {model_family: HYPERPARAMETERS.get(model_family, {})}
-    )
-    for spec in families.values():
-        allowed.update(spec)
-    for name, raw in list(hyper.items()):
-        if name not in allowed:
-            errors["hyperparameters"] = (
-                f"{name!r} is not a hyperparameter of {model_family}; "
-                f"known: {', '.join(sorted(allowed)) or 'none'}."
-            )
-            break
-        try:
-            hyper[name] = allowed[name](raw)
-        except (TypeError, ValueError):
-            errors["hyperparameters"] = f"{name}={raw!r} is not a {allowed[name].__name__}."
-            break
-        if hyper[name] <= 0:
-            errors["hyperparameters"] = f"{name} must be positive."
-            break
+    hyper, hyper_error = _hyperparameters_check(model_family, hyperparameters)
+    if hyper_error:
+        errors["hyperparameters"] = hyper_error
     if not 0.05 <= float(test_fraction) <= 0.5:
         errors["test_fraction"] = "The held-out share is between 0.05 and 0.5."
     if not 2 <= int(cv_folds) <= 10:

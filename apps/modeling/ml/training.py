@@ -36,6 +36,11 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from apps.modeling.ml.hyperparameters import (
+    HYPERPARAMETER_RANGES,
+    HyperparameterError,
+    hyperparameter_value,
+)
 from apps.modeling.ml.objectives import (
     ObjectiveSpec,
     better,
@@ -108,19 +113,20 @@ def build_pipeline(params: dict[str, Any], seed: int, family: str | None = None)
         raise TrainingError(f"class_weight must be none or 'balanced', not {class_weight!r}")
     hyper = params.get("hyperparameters") or {}
 
-    def value(name: str, default: Any, cast: type) -> Any:
-        raw = hyper.get(name, params.get(name, default))
+    def value(name: str, cast: type) -> Any:
+        default = HYPERPARAMETER_RANGES[family][name].default
+        raw = hyper.get(name, params.get(name, cast(default)))
+        # Checked again here, not only when the configuration is saved: a configuration kept
+        # from before the bounds, or a run's own override, must not hold the worker either.
         try:
-            return cast(raw)
-        except (TypeError, ValueError) as error:
-            raise TrainingError(
-                f"Hyperparameter {name}={raw!r} is not a {cast.__name__}."
-            ) from error
+            return cast(hyperparameter_value(family, name, raw))
+        except HyperparameterError as error:
+            raise TrainingError(str(error)) from error
 
     if family == "logistic_regression":
         model = LogisticRegression(
-            C=value("C", 1.0, float),
-            max_iter=value("max_iter", 1000, int),
+            C=value("C", float),
+            max_iter=value("max_iter", int),
             class_weight=class_weight,
             random_state=seed,
         )
@@ -132,17 +138,17 @@ def build_pipeline(params: dict[str, Any], seed: int, family: str | None = None)
     elif family == "hist_gradient_boosting":
         # Handles missing values natively: no imputer, so missingness itself can carry signal.
         model = HistGradientBoostingClassifier(
-            max_iter=value("max_iter", 200, int),
-            learning_rate=value("learning_rate", 0.1, float),
-            max_leaf_nodes=value("max_leaf_nodes", 31, int),
+            max_iter=value("max_iter", int),
+            learning_rate=value("learning_rate", float),
+            max_leaf_nodes=value("max_leaf_nodes", int),
             class_weight=class_weight,
             random_state=seed,
         )
         steps = [("model", model)]
     elif family == "random_forest":
         model = RandomForestClassifier(
-            n_estimators=value("n_estimators", 200, int),
-            min_samples_leaf=value("min_samples_leaf", 1, int),
+            n_estimators=value("n_estimators", int),
+            min_samples_leaf=value("min_samples_leaf", int),
             class_weight=class_weight,
             random_state=seed,
             n_jobs=1,
