@@ -1315,15 +1315,11 @@ def report_bursts(b: BurstResult) -> tuple[str, list[bool]]:
         )
         if reached:
             # The one line to quote: the prose and the tables elsewhere take it from here.
-            text.append(
-                f"label->predictions over {len(reached)} of {len(b.bursts)} bursts: "
-                f"{reached[0]:.1f}–{reached[-1]:.1f} s"
-                + (
-                    f" (median {reached[(len(reached) - 1) // 2]:.1f} s)"
-                    if len(reached) > 2
-                    else ""
-                )
-            )
+            low, high = reached[0], reached[-1]
+            span = f"{low:.1f} s" if len(reached) == 1 else f"{low:.1f}–{high:.1f} s"
+            if len(reached) > 2:
+                span += f" (median {reached[(len(reached) - 1) // 2]:.1f} s)"
+            text.append(f"label->predictions over {len(reached)} of {len(b.bursts)} bursts: {span}")
     if b.problem:
         text.append(f"NOT MEASURED: {b.problem}")
     if project:
