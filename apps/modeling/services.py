@@ -792,6 +792,10 @@ def model_version_deploy(
         )
         if not apply_now:
             transaction.on_commit(lambda: _enqueue(APPLY_TASK, deployment.pk))
+        # The review board shows production's verdicts. A version rolled back to may have had
+        # its verdicts dropped (only production's and the newest are kept): it gets them again.
+        # A version that has them is left as it is (the task is idempotent).
+        transaction.on_commit(lambda: _enqueue(LABEL_ISSUES_TASK, version.pk))
     if apply_now:
         deployment_apply(deployment_id=deployment.pk)
     return deployment
