@@ -229,6 +229,9 @@ else:
     # periodic scheduler pick the retrain up later.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
     CELERY_BROKER_CONNECTION_TIMEOUT = 2
+    if CELERY_BROKER_URL.startswith("redis://"):
+        # A lost connection must not stop a worker that still has acknowledgements to send.
+        CELERY_BROKER_TRANSPORT = "config.broker:ClosedSafeRedisTransport"
 
 LOGGING = {
     "version": 1,
