@@ -18,6 +18,7 @@ from apps.cases.selectors import case_feature_matrix
 from apps.labeling.models import CaseScore, Label
 from apps.labeling.services import label_record
 from apps.modeling import services
+from apps.modeling.ml.cancellation import Cancellation
 from apps.modeling.ml.persistence import UntrustedModelFile, file_sha256, model_load, model_save
 from apps.modeling.models import Deployment, ModelVersion, RunStatus, RunTrigger, TrainingRun
 from apps.projects.models import Project
@@ -300,7 +301,7 @@ def test_a_long_fit_keeps_beating_so_it_is_not_taken_for_a_dead_worker(
     run, _ = services.training_run_request(project=labeled_project, trigger=RunTrigger.MANUAL)
     long_ago = timezone.now() - timedelta(minutes=30)
     TrainingRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, heartbeat_at=long_ago)
-    heartbeat = services._Heartbeat(run.pk)
+    heartbeat = services._Heartbeat(run.pk, Cancellation())
     heartbeat.start()
     import time
 

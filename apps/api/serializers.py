@@ -230,8 +230,14 @@ class TrainingRunOut(serializers.ModelSerializer):
             "created_at",
             "started_at",
             "finished_at",
+            "cancelled_by",
+            "cancelled_at",
             "model_version",
         ]
+
+    cancelled_by = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
 
     def get_model_version(self, run: TrainingRun) -> int | None:
         version = getattr(run, "model_version", None)

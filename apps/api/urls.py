@@ -131,6 +131,11 @@ urlpatterns = [
         views.TrainingRunReproduceApi.as_view(),
         name="training-run-reproduce",
     ),
+    path(
+        "training-runs/<id:run_id>/cancel",
+        views.TrainingRunCancelApi.as_view(),
+        name="training-run-cancel",
+    ),
     path("cases/<id:case_id>/labels", views.CaseLabelApi.as_view(), name="case-labels"),
     path("cases/<id:case_id>/skip", views.CaseSkipApi.as_view(), name="case-skip"),
     path("cases/<id:case_id>/comments", views.CaseCommentApi.as_view(), name="case-comments"),

@@ -562,6 +562,38 @@ class TrainingRunReproduceApi(APIView):
         return Response(s.TrainingRunOut(run).data, status=status.HTTP_202_ACCEPTED)
 
 
+class TrainingRunCancelApi(APIView):
+    @extend_schema(
+        request=None,
+        responses={
+            200: s.TrainingRunOut,
+            409: OpenApiResponse(s.ErrorOut, description="The run had already ended"),
+        },
+    )
+    def post(self, request: Request, run_id: int) -> Response:
+        """Cancel a queued or running run: its worker stops within seconds and stores nothing;
+        the project can be trained again at once."""
+        project_id = (
+            TrainingRun.objects.filter(pk=run_id).values_list("project_id", flat=True).first()
+        )
+        if project_id is None:
+            raise Http404("No such training run")
+        access = project_get_for_user(
+            user=request.user, project_id=project_id, role=Role.DATA_SCIENTIST
+        )
+        run = modeling_selectors.training_run_get(project=access.project, run_id=run_id)
+        if not modeling_services.training_run_cancel(run=run, user=request.user):
+            return Response(
+                {
+                    "detail": f"Run {run.pk} is {run.status}: only a queued or running run can be "
+                    "cancelled.",
+                    "errors": {},
+                },
+                status=status.HTTP_409_CONFLICT,
+            )
+        return Response(s.TrainingRunOut(run).data)
+
+
 class LabelIssueListApi(APIView):
     @extend_schema(
         parameters=[

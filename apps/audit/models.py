@@ -23,6 +23,7 @@ class AuditAction(models.TextChoices):
     OBJECTIVE = "objective", "Changed the objective"
     TRAINING_CONFIG = "training_config", "Changed the training configuration"
     RETRAIN = "retrain", "Asked for a retrain"
+    CANCEL_RUN = "cancel_run", "Cancelled a training run"
     DEPLOY = "deploy", "Deployed a model version"
     ROLLBACK = "rollback", "Rolled back"
     ROLE = "role", "Changed a member's role"

@@ -1,8 +1,8 @@
 """Training runs, model versions and deployments in the admin: browsable, never editable; each
 person sees the projects they are a data scientist or admin of.
 
-A data scientist deploys or rolls back a version with the version list's actions (retrain is
-an action of the project list)."""
+A data scientist deploys or rolls back a version with the version list's actions, and cancels
+a queued or running run with the run list's (retrain is an action of the project list)."""
 
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
@@ -15,7 +15,11 @@ from apps.modeling.models import (
     TrainingConfig,
     TrainingRun,
 )
-from apps.modeling.services import model_version_deploy, model_version_rollback
+from apps.modeling.services import (
+    model_version_deploy,
+    model_version_rollback,
+    training_run_cancel,
+)
 from apps.projects.models import ROLE_RANK, Role
 from config.admin_site import ProjectFilter
 from config.admin_site import ReadOnlyProjectScopedAdmin as ReadOnlyAdmin
@@ -33,6 +37,22 @@ class TrainingRunAdmin(ReadOnlyAdmin):
     list_display = ["id", "project", "status", "trigger", "progress", "created_at", "finished_at"]
     list_filter = ["status", "trigger", ("project", ProjectFilter)]
     search_fields = ["project__name", "error"]
+    actions = ["cancel"]
+
+    @admin.action(description="Cancel the selected queued or running runs")
+    def cancel(self, request, queryset) -> None:
+        cancelled, refused = [], []
+        for run in queryset.select_related("project"):
+            if not _is_data_scientist(request, run.project_id):
+                refused.append(f"run {run.pk} ({run.project}: needs the data scientist role)")
+            elif training_run_cancel(run=run, user=request.user):
+                cancelled.append(f"run {run.pk}")
+            else:
+                refused.append(f"run {run.pk} (already {run.get_status_display().lower()})")
+        if cancelled:
+            self.message_user(request, f"Cancelled {', '.join(cancelled)}; nothing of it is kept.")
+        if refused:
+            self.message_user(request, f"Not cancelled: {'; '.join(refused)}.", messages.WARNING)
 
 
 @admin.register(ModelVersion)

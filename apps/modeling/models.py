@@ -17,6 +17,8 @@ class RunStatus(models.TextChoices):
     FAILED = "failed", "Failed"
     # An automatic run that found the same labels as the last model: no new version.
     SKIPPED = "skipped", "Skipped (labels unchanged)"
+    # Stopped by a data scientist: nothing of it is stored.
+    CANCELLED = "cancelled", "Cancelled"
 
 
 ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
@@ -181,6 +183,10 @@ class TrainingRun(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    cancelled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    cancelled_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]

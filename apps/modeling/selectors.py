@@ -35,7 +35,7 @@ def training_run_active(*, project: Project) -> TrainingRun | None:
 def training_run_get(*, project: Project, run_id: int) -> TrainingRun | None:
     return (
         TrainingRun.objects.filter(project=project, pk=run_id)
-        .select_related("requested_by", "objective", "training_config")
+        .select_related("requested_by", "cancelled_by", "objective", "training_config")
         .first()
     )
 

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 import traceback
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,6 +38,7 @@ from apps.features.models import FeatureSetVersion
 from apps.labeling.models import CaseScore
 from apps.labeling.selectors import LabelSnapshot, label_progress, label_snapshot, label_watermark
 from apps.labeling.services import case_scores_replace, queue_refresh, queue_refresh_request
+from apps.modeling.ml.cancellation import Cancellation, RunCancelled
 from apps.modeling.ml.hyperparameters import (
     HYPERPARAMETER_RANGES,
     HyperparameterError,
@@ -67,6 +69,7 @@ from apps.modeling.ml.training import (
     window_select,
 )
 from apps.modeling.models import (
+    ACTIVE_STATUSES,
     Deployment,
     DeploymentAction,
     ModelFamily,
@@ -101,22 +104,34 @@ HEARTBEAT_SECONDS = 5
 MAX_ATTEMPTS = 2
 
 
+# How often the worker looks whether its run was cancelled: "stops within seconds".
+CANCEL_POLL_SECONDS = 1
+
+
 class _Heartbeat(threading.Thread):
     """Marks a run alive while the worker trains, so that the mender can tell a dead worker
-    from a long fit."""
+    from a long fit, and stops the run's threads when the run is cancelled (see
+    ml/cancellation.py for how)."""
 
-    def __init__(self, run_id: int) -> None:
+    def __init__(self, run_id: int, cancellation: Cancellation) -> None:
         super().__init__(name=f"heartbeat-run-{run_id}", daemon=True)
         self.run_id = run_id
+        self.cancellation = cancellation
         self.done = threading.Event()
 
     def run(self) -> None:
+        beaten = time.monotonic()
         try:
-            while not self.done.wait(HEARTBEAT_SECONDS):
+            while not self.done.wait(min(CANCEL_POLL_SECONDS, HEARTBEAT_SECONDS)):
                 try:
-                    TrainingRun.objects.filter(pk=self.run_id, status=RunStatus.RUNNING).update(
-                        heartbeat_at=timezone.now()
-                    )
+                    if _run_status(self.run_id) == RunStatus.CANCELLED:
+                        self.cancellation.cancel()
+                        return
+                    if time.monotonic() - beaten >= HEARTBEAT_SECONDS:
+                        TrainingRun.objects.filter(pk=self.run_id, status=RunStatus.RUNNING).update(
+                            heartbeat_at=timezone.now()
+                        )
+                        beaten = time.monotonic()
                 except Exception:
                     # A database blip must not stop the beat: a silent heart gets the run
                     # handed to a second worker while this one still trains.
@@ -328,9 +343,16 @@ def training_runs_mend(*, now=None) -> None:
 
 
 def _progress(run_id: int, percent: int, message: str) -> None:
-    TrainingRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(
+    updated = TrainingRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(
         progress=percent, progress_message=message[:200], heartbeat_at=timezone.now()
     )
+    # Between two steps of training: a cancelled run stops here, before the next one.
+    if not updated and _run_status(run_id) == RunStatus.CANCELLED:
+        raise RunCancelled
+
+
+def _run_status(run_id: int) -> str | None:
+    return TrainingRun.objects.filter(pk=run_id).values_list("status", flat=True).first()
 
 
 def _fail(run_id: int, error: str) -> None:
@@ -371,16 +393,23 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
     run = TrainingRun.objects.select_related("project", "objective").get(pk=run_id)
     written: list[Path] = []
     # Not inside a caller's transaction (tests): the thread's own connection would wait on it.
-    heartbeat = None if connection.in_atomic_block else _Heartbeat(run_id)
+    cancellation = Cancellation()
+    heartbeat = None if connection.in_atomic_block else _Heartbeat(run_id, cancellation)
     if heartbeat:
         heartbeat.start()
     try:
-        _train(run, written)
-    except TrainingError as error:
-        _fail(run_id, str(error))
-    except Exception as error:
-        logger.exception("training run %s failed", run_id)
-        _fail(run_id, f"{type(error).__name__}: {error}\n\n{traceback.format_exc(limit=5)}")
+        try:
+            with cancellation.working():
+                _train(run, written, cancellation)
+        except RunCancelled:
+            raise
+        except TrainingError as error:
+            _fail(run_id, str(error))
+        except Exception as error:
+            logger.exception("training run %s failed", run_id)
+            _fail(run_id, f"{type(error).__name__}: {error}\n\n{traceback.format_exc(limit=5)}")
+    except RunCancelled:
+        logger.info("training run %s was cancelled; it stopped", run_id)
     finally:
         if heartbeat:
             heartbeat.done.set()
@@ -389,6 +418,36 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
             for path in written:
                 path.unlink(missing_ok=True)
     return run
+
+
+def training_run_cancel(*, run: TrainingRun, user: User) -> bool:
+    """Cancel a queued or running run; its worker stops within seconds and stores nothing.
+
+    The project can be trained again at once (only queued and running runs block a new one).
+    Returns False when the run had already finished, failed or been cancelled.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        cancelled = TrainingRun.objects.filter(pk=run.pk, status__in=ACTIVE_STATUSES).update(
+            status=RunStatus.CANCELLED,
+            cancelled_by=user,
+            cancelled_at=now,
+            finished_at=now,
+            progress_message=f"Cancelled by {user.username}",
+        )
+        if cancelled:
+            audit_record(
+                action=AuditAction.CANCEL_RUN,
+                actor=user,
+                summary=f"Cancelled training run {run.pk} ({run.get_status_display().lower()})",
+                project_id=run.project_id,
+                object_type="training run",
+                object_id=run.pk,
+                detail={"status": run.status},
+            )
+    if cancelled:
+        run.refresh_from_db()
+    return bool(cancelled)
 
 
 def _same_as_last_model(run: TrainingRun, labels_sha256: str) -> bool:
@@ -524,14 +583,16 @@ def _snapshot_and_features(project_id: int, watermark: int, path: Path, side: Th
     return snapshot, digests, kept, case_feature_matrix(project_id=project_id)
 
 
-def _train(run: TrainingRun, written: list[Path]) -> None:
+def _train(run: TrainingRun, written: list[Path], cancellation: Cancellation) -> None:
     # Leaving the block waits for the side's work, so a failed run never leaves a file being
     # written after its files are removed.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="run-files") as side:
-        _train_with(run, written, side)
+        _train_with(run, written, side, cancellation)
 
 
-def _train_with(run: TrainingRun, written: list[Path], side: ThreadPoolExecutor) -> None:
+def _train_with(
+    run: TrainingRun, written: list[Path], side: ThreadPoolExecutor, cancellation: Cancellation
+) -> None:
     project = run.project
     classes = list(project.classes)
     objective = _objective_for(run)
@@ -600,6 +661,7 @@ def _train_with(run: TrainingRun, written: list[Path], side: ThreadPoolExecutor)
         feature_names=data.feature_names,
         after_fit=predict_every_case,
         y_codes=data.y_codes,
+        cancellation=cancellation,
     )
     snapshot_kept.result()  # the snapshot file is complete before the version can exist
     result.metrics["window"] = data.window

@@ -11,4 +11,5 @@ urlpatterns = [
     path("<id:project_id>/models/<id:number>/deploy/", views.deploy, name="deploy"),
     path("<id:project_id>/runs/<id:run_id>/", views.run_page, name="run"),
     path("<id:project_id>/runs/<id:run_id>/reproduce/", views.reproduce, name="reproduce"),
+    path("<id:project_id>/runs/<id:run_id>/cancel/", views.cancel, name="cancel"),
 ]

@@ -67,6 +67,33 @@ def retrain(request: HttpRequest, project_id: int) -> HttpResponse:
     return render(request, "modeling/runs_panel.html", context)
 
 
+@login_required
+@require_POST
+def cancel(request: HttpRequest, project_id: int, run_id: int) -> HttpResponse:
+    access = project_get_for_user(
+        user=request.user, project_id=project_id, role=Role.DATA_SCIENTIST
+    )
+    run = selectors.training_run_get(project=access.project, run_id=run_id)
+    if run is None:
+        raise Http404
+    if services.training_run_cancel(run=run, user=request.user):
+        notice = f"Run {run.pk} cancelled; nothing of it is kept. You can retrain at once."
+    else:
+        notice = f"Run {run.pk} had already {_ended(run.status)}; nothing was cancelled."
+    if request.htmx and request.POST.get("from") == "panel":
+        context = runs_panel_context(access)
+        context["notice"] = notice
+        return render(request, "modeling/runs_panel.html", context)
+    messages.info(request, notice)
+    return redirect("modeling:run", project_id=access.project.pk, run_id=run.pk)
+
+
+def _ended(status: str) -> str:
+    return {"succeeded": "succeeded", "failed": "failed", "skipped": "been skipped"}.get(
+        status, "been cancelled"
+    )
+
+
 def _errors_into(form, error: ValidationError) -> None:
     for field, problems in error.message_dict.items():
         for problem in problems:

@@ -36,6 +36,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from apps.modeling.ml.cancellation import Cancellation, working_in
 from apps.modeling.ml.hyperparameters import (
     HYPERPARAMETER_RANGES,
     HyperparameterError,
@@ -598,10 +599,12 @@ def train_and_evaluate(
     feature_names: list[str] | None = None,
     after_fit: Callable[[Pipeline], Any] | None = None,
     y_codes: np.ndarray | None = None,
+    cancellation: Cancellation | None = None,
 ) -> TrainingResult:
     """Split, cross-validate, fit, evaluate. `after_fit(pipeline)`, if given, runs in a thread
     once the final model is fitted; its result is `extra["after_fit"]`. `y_codes`: `y` as
-    positions in `classes`, when the caller has them."""
+    positions in `classes`, when the caller has them. The side threads work under
+    `cancellation`, so that cancelling a run stops them too."""
     report = progress or (lambda percent, message: None)
     objective = objective or ObjectiveSpec()
     if len(y) < MIN_LABELED_CASES:
@@ -630,7 +633,7 @@ def train_and_evaluate(
         report(25, f"Cross-validating and training {family} on {len(train_index)} cases")
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cross-validate") as side:
             pending = side.submit(
-                cross_validate,
+                working_in(cancellation, cross_validate),
                 X_train,
                 y_train,
                 classes,
@@ -663,7 +666,11 @@ def train_and_evaluate(
     del X_train
     # What needs only the fitted model (predicting every case) runs beside the evaluation.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="after-fit") as after:
-        pending = after.submit(after_fit, pipeline) if after_fit is not None else None
+        pending = (
+            after.submit(working_in(cancellation, after_fit), pipeline)
+            if after_fit is not None
+            else None
+        )
         chosen = cv["families"].get(family, {})
         threshold = chosen.get("threshold")
         report(70, f"Evaluating on {len(test_index)} held-out cases")
