@@ -4,6 +4,10 @@ models page alike — and a run given such a value fails at once instead of hold
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pytest
 from django.core.exceptions import ValidationError
 from django.urls import reverse
@@ -15,6 +19,24 @@ from apps.modeling.models import RunStatus, RunTrigger, TrainingConfig
 from tests.conftest import make_cases_frame
 
 pytestmark = pytest.mark.django_db
+
+
+@contextmanager
+def _fails_after(*, seconds: int) -> Iterator[None]:
+    """Fail the test (instead of hanging the suite) when the block is still running after
+    `seconds`: the alarm interrupts the main thread at its next Python step."""
+
+    def expired(signum, frame):
+        raise AssertionError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
 
 # (family, name, value, the range the message must name)
 REFUSED = [
@@ -148,7 +170,8 @@ def test_a_run_given_a_value_past_its_range_fails_at_once_naming_it(
     )
     run, created = services.training_run_request(project=project, trigger=RunTrigger.MANUAL)
     assert created
-    run = services.training_run_execute(run_id=run.pk)
+    with _fails_after(seconds=60):  # were the bound not checked, this fit would never end
+        run = services.training_run_execute(run_id=run.pk)
     assert run.status == RunStatus.FAILED
     assert "n_estimators is a whole number from 1 to 2,000 for random forest" in run.error
     assert not hasattr(run, "model_version")
