@@ -1,0 +1,327 @@
+"""What Casebook makes of an uploaded table's columns, before anything is stored.
+
+A real hospital export has headers as people write them (`ph.ecog`, `Sex (F/M)`, `Âge`, an
+empty first header over row numbers) and values as spreadsheets write them (`yes`/`no`, grades
+`I`/`II`/`III`, day-month-year dates, free-text notes). For each column this module derives a
+safe key from the header (the header itself stays the display name), infers a type (`number`,
+`category`, `boolean`, `date`, `text`, `identifier`) and a role (`id`, `label`, `occurred_at`,
+`feature`, `context`, `ignore`) from a sample of the values, and names the problems: two headers
+that give one key, a date that could be day-month or month-day (asked, never guessed).
+
+Plain Python over pandas, no Django: the import page, the API and the tests call it alike.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from apps.cases.importing import ImportIssue, ImportRejected, read_columns
+
+TYPES = ("number", "category", "boolean", "date", "text", "identifier")
+ROLES = ("id", "label", "occurred_at", "feature", "context", "ignore")
+MISSING_VALUES = (
+    "",
+    "NA",
+    "N/A",
+    "n/a",
+    "na",
+    "NaN",
+    "nan",
+    "NULL",
+    "null",
+    "None",
+    "#N/A",
+    "-",
+    ".",
+    "?",
+)
+SAMPLE_SIZE = 5
+# A column of text with at most this many distinct values (and repeats) is a category.
+MAX_CATEGORIES = 50
+# Longer values than this, on average, are a note to read rather than a category.
+NOTE_LENGTH = 40
+
+TRUE_WORDS = frozenset({"yes", "y", "true", "t", "oui", "ja", "si", "sí"})
+FALSE_WORDS = frozenset({"no", "n", "false", "f", "non", "nein"})
+# Date formats tried, in order; a value must parse under one format for the whole column.
+DAY_FIRST = ("%d/%m/%Y", "%d-%m-%Y", "%d.%m.%Y", "%d/%m/%y")
+MONTH_FIRST = ("%m/%d/%Y", "%m-%d-%Y", "%m.%d.%Y", "%m/%d/%y")
+ISO_DATES = ("ISO8601",)  # pandas: any ISO 8601 date or date and time
+
+ID_HEADERS = (
+    "external_id",
+    "id",
+    "patient_id",
+    "patientid",
+    "case_id",
+    "mrn",
+    "record_id",
+    "subject_id",
+)
+LABEL_HEADERS = ("label", "outcome", "target", "class", "diagnosis", "status")
+DATE_HEADERS = ("occurred_at", "date", "admission_date", "admitted", "visit_date", "encounter_date")
+
+
+@dataclass(frozen=True)
+class ColumnProblem:
+    message: str
+    column: str | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"column": self.column, "message": self.message}
+
+
+@dataclass
+class ColumnPreview:
+    name: str  # the header as written
+    key: str
+    type: str
+    role: str
+    missing: int
+    distinct: int
+    samples: list[str]
+    # For a date column: the formats every value fits (two when day and month are ambiguous).
+    date_formats: list[str] = field(default_factory=list)
+    categories: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass
+class TablePreview:
+    columns: list[ColumnPreview]
+    rows: int
+    problems: list[ColumnProblem]
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "columns": [column.as_dict() for column in self.columns],
+            "rows": self.rows,
+            "problems": [problem.as_dict() for problem in self.problems],
+        }
+
+
+def column_key(header: str, position: int) -> str:
+    """A safe key for a header: ASCII, lower case, words joined by `_`; `column_<n>` (1-based)
+    for an empty header; a key never starts with a digit."""
+    text = unicodedata.normalize("NFKD", str(header)).encode("ascii", "ignore").decode()
+    key = re.sub(r"[^0-9a-zA-Z]+", "_", text).strip("_").lower()
+    if not key:
+        return f"column_{position}"
+    return f"c_{key}" if key[0].isdigit() else key
+
+
+def column_keys(headers: Sequence[str]) -> tuple[list[str], list[ColumnProblem]]:
+    """Keys for all headers, and a problem for each pair of headers that give one key."""
+    keys = [column_key(header, i + 1) for i, header in enumerate(headers)]
+    first: dict[str, str] = {}
+    problems = []
+    for header, key in zip(headers, keys, strict=True):
+        if key in first:
+            problems.append(
+                ColumnProblem(
+                    f"the headers {first[key]!r} and {header!r} both become {key!r}: "
+                    "rename one of them",
+                    header,
+                )
+            )
+        else:
+            first[key] = header
+    return keys, problems
+
+
+def _present(values: pd.Series, missing_values: Sequence[str]) -> pd.Series:
+    text = values.astype("string").str.strip()
+    return text[~text.isna() & ~text.isin(list(missing_values))]
+
+
+def _as_numbers(present: pd.Series) -> pd.Series | None:
+    numbers = pd.to_numeric(present, errors="coerce")
+    return None if numbers.isna().any() else numbers
+
+
+def _is_boolean(distinct: set[str]) -> bool:
+    lowered = {value.lower() for value in distinct}
+    return bool(lowered) and lowered <= (TRUE_WORDS | FALSE_WORDS) and len(lowered) <= 2
+
+
+def date_formats(present: pd.Series) -> list[str]:
+    """The formats that every value fits: ISO first; both day-first and month-first when the
+    values cannot tell them apart (every day ≤ 12), so the user is asked."""
+    if present.empty:
+        return []
+    fitting = []
+    for formats in (ISO_DATES, DAY_FIRST, MONTH_FIRST):
+        for fmt in formats:
+            parsed = pd.to_datetime(present, format=fmt, errors="coerce")
+            if not parsed.isna().any():
+                fitting.append(fmt)
+                break
+        if fitting and formats is ISO_DATES:
+            return fitting
+    return fitting
+
+
+def _looks_like_row_numbers(header: str, numbers: pd.Series | None, rows: int) -> bool:
+    if header.strip() or numbers is None or len(numbers) != rows or rows == 0:
+        return False
+    values = numbers.to_numpy()
+    return bool(
+        np.array_equal(values, np.arange(rows)) or np.array_equal(values, np.arange(1, rows + 1))
+    )
+
+
+def infer_type(
+    header: str, values: pd.Series, missing_values: Sequence[str] = MISSING_VALUES
+) -> tuple[str, list[str]]:
+    """The column's type and, for a date, the formats its values fit."""
+    present = _present(values, missing_values)
+    if present.empty:
+        return "text", []
+    numbers = _as_numbers(present)
+    distinct = set(present.unique().tolist())
+    if numbers is not None:
+        unique = len(distinct) == len(present) == len(values)
+        if unique and _named_like(header, ID_HEADERS) and (numbers % 1 == 0).all():
+            return "identifier", []
+        return "number", []
+    if _is_boolean(distinct):
+        return "boolean", []
+    formats = date_formats(present)
+    if formats:
+        return "date", formats
+    if len(distinct) == len(present) == len(values) and present.str.len().mean() < NOTE_LENGTH:
+        return "identifier", []
+    if present.str.len().mean() >= NOTE_LENGTH:
+        return "text", []
+    if len(distinct) <= MAX_CATEGORIES and len(distinct) < len(present):
+        return "category", []
+    return "text", []
+
+
+def _named_like(header: str, names: Sequence[str]) -> bool:
+    return column_key(header, 0) in names
+
+
+def _roles(previews: list[ColumnPreview], rows_are_numbers: set[int]) -> None:
+    """Give each column its role: the id, label and date columns by name first, then by type;
+    every other number, category or boolean a feature, text and dates context."""
+
+    def take(role: str, names: Sequence[str], types: Sequence[str], by_type: bool) -> None:
+        for preview in previews:
+            if preview.role == "" and preview.key in names and preview.type in types:
+                preview.role = role
+                return
+        if by_type:
+            for preview in previews:
+                if preview.role == "" and preview.type in types:
+                    preview.role = role
+                    return
+
+    for i in rows_are_numbers:
+        previews[i].role = "ignore"
+    take("id", ID_HEADERS, ("identifier", "number", "text", "category"), by_type=False)
+    take("id", (), ("identifier",), by_type=True)
+    take("label", LABEL_HEADERS, ("category", "boolean", "number", "text"), by_type=False)
+    take("occurred_at", DATE_HEADERS, ("date",), by_type=True)
+    for preview in previews:
+        if preview.role:
+            continue
+        if preview.type in ("number", "category", "boolean"):
+            preview.role = "feature"
+        elif preview.type in ("text", "date"):
+            preview.role = "context"
+        else:
+            preview.role = "ignore"
+
+
+def table_preview(
+    frame: pd.DataFrame, missing_values: Sequence[str] = MISSING_VALUES
+) -> TablePreview:
+    """What Casebook makes of `frame` (every column as read, strings or numbers): a preview of
+    each column and the problems. Stores nothing."""
+    headers = [str(name) for name in frame.columns]
+    keys, problems = column_keys(headers)
+    rows = len(frame)
+    previews, row_numbers = [], set()
+    for i, (header, key) in enumerate(zip(headers, keys, strict=True)):
+        values = frame.iloc[:, i]
+        present = _present(values, missing_values)
+        kind, formats = infer_type(header, values, missing_values)
+        if _looks_like_row_numbers(header, _as_numbers(present), rows):
+            row_numbers.add(i)
+        distinct = present.unique().tolist()
+        previews.append(
+            ColumnPreview(
+                name=header,
+                key=key,
+                type=kind,
+                role="",
+                missing=rows - len(present),
+                distinct=len(distinct),
+                samples=[str(v) for v in distinct[:SAMPLE_SIZE]],
+                date_formats=formats,
+                categories=sorted(str(v) for v in distinct) if kind == "category" else [],
+            )
+        )
+        if kind == "date" and len(formats) > 1:
+            problems.append(
+                ColumnProblem(
+                    f"the dates could be day-month or month-day ({', '.join(formats)}): "
+                    "choose the format",
+                    header,
+                )
+            )
+    _roles(previews, row_numbers)
+    return TablePreview(columns=previews, rows=rows, problems=problems)
+
+
+SAMPLE_ROWS = 10_000
+
+
+def table_sample(path: Path, file_format: str, rows: int = SAMPLE_ROWS) -> pd.DataFrame:
+    """The first `rows` rows of a CSV or Parquet file, its headers exactly as written (an
+    empty one stays empty, two alike stay two) and every CSV value as text: what the file
+    says, before any type is chosen."""
+    headers = read_columns(path, file_format)
+    if file_format == "parquet":
+        try:
+            batch = next(pq.ParquetFile(path).iter_batches(batch_size=rows), None)
+        except (pa.ArrowInvalid, OSError) as error:
+            raise ImportRejected([ImportIssue(f"Unreadable Parquet file: {error}")]) from None
+        frame = batch.to_pandas() if batch is not None else pd.DataFrame(columns=headers)
+        frame.columns = headers
+        return frame
+    # Positional names while reading: pyarrow renames neither empty nor repeated headers then.
+    names = [f"c{i}" for i in range(len(headers))]
+    try:
+        reader = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=1 << 20),
+            convert_options=pacsv.ConvertOptions(
+                column_types={name: pa.string() for name in names}, strings_can_be_null=False
+            ),
+        )
+        batches, count = [], 0
+        for batch in reader:
+            batches.append(batch)
+            count += batch.num_rows
+            if count >= rows:
+                break
+    except pa.ArrowInvalid as error:
+        raise ImportRejected([ImportIssue(f"The CSV file could not be read: {error}")]) from None
+    table = pa.Table.from_batches(batches, schema=reader.schema).slice(0, rows)
+    frame = table.to_pandas()
+    frame.columns = headers
+    return frame
