@@ -3,10 +3,19 @@ and a role per column from its values, and the problems named (stores nothing)."
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 
-from apps.cases.columns import column_key, column_keys, table_preview, table_sample
+from apps.cases.columns import (
+    MappingError,
+    column_key,
+    column_keys,
+    preview_with,
+    table_preview,
+    table_sample,
+)
 from apps.cases.importing import ImportRejected
 
 # A ward's export as a spreadsheet writes it: row numbers under an empty header, an id with
@@ -116,3 +125,51 @@ def test_the_sample_is_bounded_and_a_broken_file_is_refused(tmp_path):
     ragged.write_text("a,b\n1,2\n3,4,5\n")
     with pytest.raises(ImportRejected):
         table_sample(ragged, "csv")
+
+
+def test_the_user_s_mapping_changes_types_and_roles_and_answers_the_date_question(tmp_path):
+    path = tmp_path / "ward.csv"
+    path.write_text(WARD_CSV, encoding="utf-8")
+    frame = table_sample(path, "csv")
+    preview, mapping = preview_with(
+        frame,
+        {
+            "columns": {"ph.ecog": "category", "": "number", "Note": "ignore"},
+            "label_values": {"recurrence": "recurrence", "none": "no_recurrence"},
+            "date_format": "%d/%m/%Y",
+        },
+    )
+    by_name = {c.name: c for c in preview.columns}
+    assert (by_name["ph.ecog"].type, by_name["ph.ecog"].role) == ("category", "feature")
+    assert (by_name[""].type, by_name[""].role) == ("number", "feature")
+    assert by_name["Note"].role == "ignore"
+    assert preview.problems == []  # the date order was answered
+    assert mapping["id_column"] == "Patient ID" and mapping["label_column"] == "Outcome"
+    assert mapping["occurred_at_column"] == "Admission date"
+    assert mapping["date_format"] == "%d/%m/%Y"
+    assert mapping["columns"]["Note"] == "ignore" and mapping["columns"]["Smoker"] == "boolean"
+    assert mapping["label_values"] == {"recurrence": "recurrence", "none": "no_recurrence"}
+
+    # "number the rows": no id column; another column made the label.
+    preview, mapping = preview_with(frame, {"id_column": None, "label_column": "Grade"})
+    assert mapping["id_column"] is None and mapping["label_column"] == "Grade"
+    assert {c.name: c.role for c in preview.columns}["Outcome"] == "feature"
+
+
+@pytest.mark.parametrize(
+    "mapping, named",
+    [
+        ({"id_column": "MRN"}, "no column 'MRN'"),
+        ({"columns": {"Weight": "number"}}, "no column 'Weight'"),
+        ({"columns": {"Grade": "ordinal"}}, "'ordinal' for 'Grade' is not a type"),
+        ({"colums": {}}, "no field 'colums'"),
+        ({"missing_values": "NA"}, "missing_values must be a list"),
+        ({"date_format": "day first"}, "not a date format"),
+        ([1, 2], "must be a JSON object"),
+    ],
+)
+def test_a_wrong_mapping_is_refused_naming_what_is_wrong(tmp_path, mapping, named):
+    path = tmp_path / "ward.csv"
+    path.write_text(WARD_CSV, encoding="utf-8")
+    with pytest.raises(MappingError, match=re.escape(named)):
+        preview_with(table_sample(path, "csv"), mapping)

@@ -325,3 +325,127 @@ def table_sample(path: Path, file_format: str, rows: int = SAMPLE_ROWS) -> pd.Da
     frame = table.to_pandas()
     frame.columns = headers
     return frame
+
+
+MAPPING_KEYS = (
+    "id_column",
+    "label_column",
+    "label_values",
+    "occurred_at_column",
+    "date_format",
+    "missing_values",
+    "columns",
+)
+
+
+class MappingError(ValueError):
+    """A mapping that names a header the file lacks, a type that does not exist, …"""
+
+
+def preview_mapping(preview: TablePreview) -> dict[str, object]:
+    """The full mapping the import would use for `preview`: what a user may change."""
+
+    def header_of(role: str) -> str | None:
+        return next((c.name for c in preview.columns if c.role == role), None)
+
+    dated = next((c for c in preview.columns if c.role == "occurred_at"), None)
+    return {
+        "id_column": header_of("id"),
+        "label_column": header_of("label"),
+        "label_values": {},
+        "occurred_at_column": dated.name if dated else None,
+        "date_format": dated.date_formats[0] if dated and len(dated.date_formats) == 1 else None,
+        "missing_values": list(MISSING_VALUES),
+        "columns": {
+            c.name: ("ignore" if c.role == "ignore" else c.type)
+            for c in preview.columns
+            if c.role not in ("id", "label", "occurred_at")
+        },
+    }
+
+
+def mapping_check(mapping: object, headers: Sequence[str]) -> dict[str, object]:
+    """`mapping` as sent by a user, checked against the file's headers; MappingError names
+    the first thing wrong."""
+    if mapping is None:
+        return {}
+    if not isinstance(mapping, dict):
+        raise MappingError("The mapping must be a JSON object.")
+    unknown = sorted(set(mapping) - set(MAPPING_KEYS))
+    if unknown:
+        raise MappingError(
+            f"The mapping has no field {unknown[0]!r}; its fields are {', '.join(MAPPING_KEYS)}."
+        )
+    known = set(headers)
+    for field_name in ("id_column", "label_column", "occurred_at_column"):
+        header = mapping.get(field_name)
+        if header is not None and header not in known:
+            raise MappingError(f"{field_name}: the file has no column {header!r}.")
+    columns = mapping.get("columns") or {}
+    if not isinstance(columns, dict):
+        raise MappingError("columns must be an object from a header to a type.")
+    for header, kind in columns.items():
+        if header not in known:
+            raise MappingError(f"columns: the file has no column {header!r}.")
+        if kind not in (*TYPES, "ignore"):
+            raise MappingError(
+                f"columns: {kind!r} for {header!r} is not a type; the types are "
+                f"{', '.join(TYPES)} and ignore."
+            )
+    missing = mapping.get("missing_values")
+    if missing is not None and (
+        not isinstance(missing, list) or not all(isinstance(v, str) for v in missing)
+    ):
+        raise MappingError("missing_values must be a list of strings.")
+    fmt = mapping.get("date_format")
+    if fmt is not None and (not isinstance(fmt, str) or ("%" not in fmt and fmt != "ISO8601")):
+        raise MappingError(f"date_format {fmt!r} is not a date format such as '%d/%m/%Y'.")
+    labels = mapping.get("label_values") or {}
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise MappingError("label_values must be an object from a value to a class.")
+    return dict(mapping)
+
+
+def preview_with(frame: pd.DataFrame, mapping: object = None) -> tuple[TablePreview, dict]:
+    """The preview of `frame` once the user's `mapping` is applied, and the full mapping."""
+    headers = [str(name) for name in frame.columns]
+    chosen = mapping_check(mapping, headers)
+    missing = chosen.get("missing_values") or MISSING_VALUES
+    preview = table_preview(frame, missing)
+    by_name = {c.name: c for c in preview.columns}
+    for header, kind in (chosen.get("columns") or {}).items():
+        column = by_name[header]
+        if kind == "ignore":
+            column.role = "ignore"
+        else:
+            column.type = kind
+            if column.role in ("ignore", ""):
+                column.role = _plain_role(kind)
+    for role, field_name in (
+        ("id", "id_column"),
+        ("label", "label_column"),
+        ("occurred_at", "occurred_at_column"),
+    ):
+        if field_name not in chosen:
+            continue
+        for column in preview.columns:
+            if column.role == role:
+                column.role = _plain_role(column.type)
+        if chosen[field_name] is not None:
+            by_name[chosen[field_name]].role = role
+    full = preview_mapping(preview)
+    for key in ("label_values", "date_format", "missing_values"):
+        if chosen.get(key) is not None:
+            full[key] = chosen[key]
+    if chosen.get("date_format"):  # the user answered the day-month question
+        dated = full["occurred_at_column"]
+        preview.problems = [p for p in preview.problems if not _asks_date_order(p, dated)]
+    return preview, full
+
+
+def _plain_role(kind: str) -> str:
+    return "feature" if kind in ("number", "category", "boolean") else "context"
+
+
+def _asks_date_order(problem: ColumnProblem, header: object) -> bool:
+    return problem.column == header and "day-month" in problem.message
