@@ -94,6 +94,7 @@ ACCESS: dict[str, dict[str, str]] = {
     "api:members": {"GET": ADMIN, "POST": ADMIN, "DELETE": ADMIN},
     "api:cases": {"GET": REVIEWER},
     "api:import": {"POST": DATA_SCIENTIST},
+    "api:import-preview": {"POST": DATA_SCIENTIST},
     "api:export": {"GET": DATA_SCIENTIST},
     "api:queue-next": {"GET": CLINICIAN},
     "api:queue-release": {"POST": CLINICIAN},

@@ -2,6 +2,8 @@
 
 from rest_framework import serializers
 
+from apps.cases.columns import ROLES as COLUMN_ROLES
+from apps.cases.columns import TYPES as COLUMN_TYPES
 from apps.modeling.models import (
     Deployment,
     ModelFamily,
@@ -196,6 +198,30 @@ class ImportOut(serializers.Serializer):
     labels = serializers.IntegerField()
     import_batch = serializers.IntegerField()
     ignored_columns = serializers.ListField(child=serializers.CharField())
+
+
+class PreviewColumnOut(serializers.Serializer):
+    name = serializers.CharField(allow_blank=True, help_text="The header as written")
+    key = serializers.CharField()
+    type = serializers.ChoiceField(choices=COLUMN_TYPES)
+    role = serializers.ChoiceField(choices=COLUMN_ROLES)
+    missing = serializers.IntegerField()
+    distinct = serializers.IntegerField()
+    samples = serializers.ListField(child=serializers.CharField(allow_blank=True))
+    date_formats = serializers.ListField(child=serializers.CharField())
+    categories = serializers.ListField(child=serializers.CharField(allow_blank=True))
+
+
+class PreviewProblemOut(serializers.Serializer):
+    column = serializers.CharField(allow_null=True, allow_blank=True)
+    message = serializers.CharField()
+
+
+class ImportPreviewOut(serializers.Serializer):
+    columns = PreviewColumnOut(many=True)
+    rows = serializers.IntegerField(help_text="Rows read for the preview (at most 10,000)")
+    problems = PreviewProblemOut(many=True)
+    mapping = serializers.DictField(help_text="The full mapping the import would use")
 
 
 class ImportErrorOut(serializers.Serializer):

@@ -13,6 +13,11 @@ urlpatterns = [
     path("projects/<id:project_id>/members/", views.ProjectMemberApi.as_view(), name="members"),
     path("projects/<id:project_id>/cases/", views.CaseListApi.as_view(), name="cases"),
     path("projects/<id:project_id>/cases/import", views.CaseImportApi.as_view(), name="import"),
+    path(
+        "projects/<id:project_id>/cases/import/preview",
+        views.CaseImportPreviewApi.as_view(),
+        name="import-preview",
+    ),
     path("projects/<id:project_id>/export", views.LabelExportApi.as_view(), name="export"),
     path("projects/<id:project_id>/queue/next", views.QueueNextApi.as_view(), name="queue-next"),
     path(

@@ -17,6 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.api import serializers as s
+from apps.cases.columns import MappingError, file_preview
 from apps.cases.importing import ImportRejected
 from apps.cases.models import Case
 from apps.cases.selectors import case_features_dict, case_get_in_project, case_list
@@ -181,6 +182,54 @@ class CaseImportApi(APIView):
             },
             status=status.HTTP_201_CREATED,
         )
+
+
+class CaseImportPreviewApi(APIView):
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(
+        request={
+            "multipart/form-data": {
+                "type": "object",
+                "properties": {
+                    "file": {"type": "string", "format": "binary"},
+                    "mapping": {"type": "string", "description": "The mapping, as JSON"},
+                },
+                "required": ["file"],
+            }
+        },
+        responses={200: s.ImportPreviewOut, 400: s.ImportErrorOut},
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        """What Casebook makes of a file's columns (types, roles, problems) and the mapping an
+        import would use, with `mapping`'s choices applied. Stores nothing."""
+        project_get_for_user(user=request.user, project_id=project_id, role=Role.DATA_SCIENTIST)
+        upload = request.FILES.get("file")
+        if upload is None:
+            return _refused("Send the file as multipart field 'file'.")
+        try:
+            mapping = json.loads(request.data.get("mapping") or "null")
+        except ValueError as error:
+            return _refused(f"mapping is not JSON: {error}")
+        with tempfile.NamedTemporaryFile(suffix=Path(upload.name or "").suffix[:10]) as spooled:
+            try:
+                upload_spool(chunks=upload.chunks(), destination=spooled)
+                preview = file_preview(Path(spooled.name), upload.name or "upload", mapping)
+            except ImportRejected as rejected:
+                return Response(
+                    {
+                        "detail": rejected.summary(),
+                        "errors": [issue.as_dict() for issue in rejected.issues],
+                    },
+                    status=status.HTTP_400_BAD_REQUEST,
+                )
+            except MappingError as error:
+                return _refused(str(error))
+        return Response(preview)
+
+
+def _refused(detail: str) -> Response:
+    return Response({"detail": detail, "errors": []}, status=status.HTTP_400_BAD_REQUEST)
 
 
 class QueueNextApi(APIView):

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from apps.cases.importing import ImportIssue, ImportRejected, read_columns
+from apps.cases.importing import ImportIssue, ImportRejected, detect_format, read_columns
 
 TYPES = ("number", "category", "boolean", "date", "text", "identifier")
 ROLES = ("id", "label", "occurred_at", "feature", "context", "ignore")
@@ -449,3 +449,11 @@ def _plain_role(kind: str) -> str:
 
 def _asks_date_order(problem: ColumnProblem, header: object) -> bool:
     return problem.column == header and "day-month" in problem.message
+
+
+def file_preview(path: Path, filename: str, mapping: object = None) -> dict[str, object]:
+    """The preview of an uploaded file as the API and the import page show it: every column,
+    the rows sampled, the problems and the full mapping the import would use."""
+    frame = table_sample(path, detect_format(path, filename))
+    preview, full = preview_with(frame, mapping)
+    return {**preview.as_dict(), "mapping": full}
