@@ -34,7 +34,16 @@ def _is_data_scientist(request, project_id: int) -> bool:
 
 @admin.register(TrainingRun)
 class TrainingRunAdmin(ReadOnlyAdmin):
-    list_display = ["id", "project", "status", "trigger", "progress", "created_at", "finished_at"]
+    list_display = [
+        "id",
+        "project",
+        "status",
+        "trigger",
+        "progress",
+        "created_at",
+        "finished_at",
+        "cancelled_by",
+    ]
     list_filter = ["status", "trigger", ("project", ProjectFilter)]
     search_fields = ["project__name", "error"]
     actions = ["cancel"]
