@@ -10,6 +10,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from apps.cases.models import Case, ImportBatch
+from apps.cases.selectors import case_features_dict
 from tests.test_columns import WARD_CSV
 
 pytestmark = pytest.mark.django_db
@@ -77,3 +78,108 @@ def test_a_broken_file_or_none_is_a_400_and_a_clinician_is_refused(
     empty = api.post(f"/api/projects/{project.pk}/cases/import/preview", {}, format="multipart")
     assert empty.status_code == 400 and "'file'" in empty.json()["detail"]
     assert _preview(clinician, project, WARD_CSV).status_code == 403
+
+
+def _ward_project(data_scientist, clinician):
+    from apps.projects.models import Role
+    from apps.projects.services import membership_set, project_create
+
+    project = project_create(
+        name="Ward", classes=["no_recurrence", "recurrence"], features=[], created_by=data_scientist
+    )
+    membership_set(project=project, username=clinician.username, role=Role.CLINICIAN)
+    return project
+
+
+def _import(user, project, text: str, mapping, name: str = "ward.csv"):
+    api = APIClient()
+    api.force_authenticate(user)
+    upload = io.BytesIO(text.encode())
+    upload.name = name
+    body = {"file": upload, "mapping": json.dumps(mapping)}
+    return api.post(f"/api/projects/{project.pk}/cases/import", body, format="multipart")
+
+
+WARD_MAPPING = {
+    "date_format": "%d/%m/%Y",
+    "label_values": {"none": "no_recurrence"},
+}
+
+
+def test_the_ward_export_imports_with_its_mapping_and_a_clinician_labels_a_case(
+    data_scientist, clinician
+):
+    from apps.labeling.services import label_record
+
+    project = _ward_project(data_scientist, clinician)
+    answer = _import(data_scientist, project, WARD_CSV, WARD_MAPPING)
+    assert answer.status_code == 201, answer.content
+    body = answer.json()
+    assert body["imported"] == 4 and body["labels"] == 4
+    # Not stored yet, and said so by header: the categories and the note.
+    assert set(body["ignored_columns"]) == {"Sex (F/M)", "Grade", "Note"}
+
+    cases = {c.external_id: c for c in Case.objects.filter(project=project)}
+    assert set(cases) == {"P-001", "P-002", "P-003", "P-004"}
+    assert cases["P-001"].current_label == "recurrence"
+    assert cases["P-002"].current_label == "no_recurrence"
+    assert str(cases["P-003"].occurred_at.date()) == "2021-04-11"  # day first, as chosen
+    names = [f.name for f in project.features.order_by("position")]
+    assert names == ["age", "ph_ecog", "smoker"]
+    features = case_features_dict(case=cases["P-001"])
+    assert features["smoker"] == 1.0 and features["age"] == 71.0
+    assert case_features_dict(case=cases["P-004"])["smoker"] == 0.0  # "No"
+    assert case_features_dict(case=cases["P-003"])["age"] is None  # NA
+
+    label_record(case=cases["P-002"], value="recurrence", author=clinician)
+    assert Case.objects.get(pk=cases["P-002"].pk).current_label == "recurrence"
+
+
+def test_numbering_the_rows_gives_ids_unique_in_the_project(data_scientist, clinician):
+    project = _ward_project(data_scientist, clinician)
+    mapping = {**WARD_MAPPING, "id_column": None}
+    assert _import(data_scientist, project, WARD_CSV, mapping).status_code == 201
+    again = _import(data_scientist, project, WARD_CSV, mapping)  # the same file twice
+    assert again.status_code == 201, again.content
+    ids = list(Case.objects.filter(project=project).values_list("external_id", flat=True))
+    assert len(ids) == len(set(ids)) == 8
+    assert all("-row-" in external_id for external_id in ids)
+
+
+@pytest.mark.parametrize(
+    "change, row, header, message",
+    [
+        (("71", "seventy"), 2, "Âge", "not a number"),
+        (("yes,II", "perhaps,II"), 2, "Smoker", "not yes or no"),
+        (("12/05/2021", "31/31/2021"), 5, "Admission date", "not a date in the format %d/%m/%Y"),
+        ((",none\n", ",cured\n"), 3, "Outcome", "not one of the project's classes"),
+    ],
+)
+def test_a_value_that_does_not_fit_is_named_with_row_and_header_and_nothing_is_stored(
+    data_scientist, clinician, change, row, header, message
+):
+    project = _ward_project(data_scientist, clinician)
+    text = WARD_CSV.replace(*change, 1)
+    # The types and columns as the user confirmed them in the preview of a clean file.
+    confirmed = {
+        **WARD_MAPPING,
+        "occurred_at_column": "Admission date",
+        "label_column": "Outcome",
+        "columns": {"Âge": "number", "Smoker": "boolean"},
+    }
+    answer = _import(data_scientist, project, text, confirmed)
+    assert answer.status_code == 400, answer.content
+    errors = answer.json()["errors"]
+    assert {"row": row, "column": header} == {k: errors[0][k] for k in ("row", "column")}
+    assert message in errors[0]["message"]
+    assert not Case.objects.filter(project=project).exists()
+    assert not ImportBatch.objects.filter(project=project).exists()
+
+
+def test_an_ambiguous_date_left_unanswered_refuses_the_import(data_scientist, clinician):
+    project = _ward_project(data_scientist, clinician)
+    answer = _import(data_scientist, project, WARD_CSV, {"label_values": {"none": "no_recurrence"}})
+    assert answer.status_code == 400
+    assert answer.json()["errors"][0]["column"] == "Admission date"
+    assert "day-month or month-day" in answer.json()["errors"][0]["message"]
+    assert not Case.objects.filter(project=project).exists()

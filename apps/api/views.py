@@ -139,7 +139,13 @@ class CaseImportApi(APIView):
         request={
             "multipart/form-data": {
                 "type": "object",
-                "properties": {"file": {"type": "string", "format": "binary"}},
+                "properties": {
+                    "file": {"type": "string", "format": "binary"},
+                    "mapping": {
+                        "type": "string",
+                        "description": "The mapping from the preview, as JSON (optional)",
+                    },
+                },
                 "required": ["file"],
             }
         },
@@ -155,6 +161,10 @@ class CaseImportApi(APIView):
                 {"detail": "Send the file as multipart field 'file'.", "errors": []},
                 status=status.HTTP_400_BAD_REQUEST,
             )
+        try:
+            mapping = json.loads(request.data.get("mapping") or "null")
+        except ValueError as error:
+            return _refused(f"mapping is not JSON: {error}")
         with tempfile.NamedTemporaryFile(suffix=Path(upload.name or "").suffix[:10]) as spooled:
             try:
                 upload_spool(chunks=upload.chunks(), destination=spooled)
@@ -163,6 +173,7 @@ class CaseImportApi(APIView):
                     path=Path(spooled.name),
                     filename=upload.name or "upload",
                     imported_by=request.user,
+                    mapping=mapping,
                 )
             except ImportRejected as rejected:
                 return Response(

@@ -219,6 +219,8 @@ def _roles(previews: list[ColumnPreview], rows_are_numbers: set[int]) -> None:
     every other number, category or boolean a feature, text and dates context."""
 
     def take(role: str, names: Sequence[str], types: Sequence[str], by_type: bool) -> None:
+        if any(preview.role == role for preview in previews):
+            return  # one id, one label, one date
         for preview in previews:
             if preview.role == "" and preview.key in names and preview.type in types:
                 preview.role = role
@@ -417,10 +419,9 @@ def preview_with(frame: pd.DataFrame, mapping: object = None) -> tuple[TablePrev
         column = by_name[header]
         if kind == "ignore":
             column.role = "ignore"
-        else:
+        else:  # typed by the user: a feature or context, unless named as id, label or date
             column.type = kind
-            if column.role in ("ignore", ""):
-                column.role = _plain_role(kind)
+            column.role = _plain_role(kind)
     for role, field_name in (
         ("id", "id_column"),
         ("label", "label_column"),

@@ -18,6 +18,9 @@ from apps.accounts.models import User
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_insert_sql, audit_record
 from apps.cases import bulk
+from apps.cases.columns import MappingError
+from apps.cases.importing import ImportIssue, ImportRejected
+from apps.cases.mapping import file_with_mapping
 from apps.cases.models import Case, ImportBatch
 from apps.cases.services import ImportResult, case_import
 from apps.labeling import selectors, strategies
@@ -1042,12 +1045,23 @@ def _imported_labels_sink(author: User, tally: Counter):
     return store
 
 
-def cases_import(*, project: Project, path: Path, filename: str, imported_by: User) -> ImportResult:
+def cases_import(
+    *,
+    project: Project,
+    path: Path,
+    filename: str,
+    imported_by: User,
+    mapping: object = None,
+) -> ImportResult:
     """Import a case file; its `label` column becomes imported labels, in one transaction.
 
-    The new cases join the queue: after the ranked ones until the worker re-ranks, with the
-    project's overlap share of them wanting several labels.
+    With a `mapping` (see apps/cases/columns.py), the file is first rewritten under it: its
+    own id, date and label columns, headers as keys, yes/no as 1/0; what is not stored yet is
+    reported in `ignored_columns`. The new cases join the queue: after the ranked ones until
+    the worker re-ranks, with the project's overlap share of them wanting several labels.
     """
+    if mapping is not None:
+        return _cases_import_mapped(project, path, filename, imported_by, mapping)
     queue_settings = selectors.queue_settings_current(project_id=project.pk)
 
     def queue_wanted(external_ids: list[str]) -> np.ndarray:
@@ -1082,6 +1096,23 @@ def cases_import(*, project: Project, path: Path, filename: str, imported_by: Us
         )
         if queue_settings.strategy != QueueStrategy.IMPORT_ORDER:
             transaction.on_commit(lambda: _enqueue_queue_refresh(project.pk))
+    return result
+
+
+def _cases_import_mapped(
+    project: Project, path: Path, filename: str, imported_by: User, mapping: object
+) -> ImportResult:
+    try:
+        rewritten, not_stored = file_with_mapping(path, filename, mapping, list(project.classes))
+    except MappingError as error:
+        raise ImportRejected([ImportIssue(str(error))]) from None
+    try:
+        result = cases_import(
+            project=project, path=rewritten, filename=filename, imported_by=imported_by
+        )
+    finally:
+        rewritten.unlink(missing_ok=True)
+    result.ignored_columns = [*not_stored, *result.ignored_columns]
     return result
 
 
