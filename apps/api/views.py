@@ -155,44 +155,50 @@ class CaseImportApi(APIView):
         access = project_get_for_user(
             user=request.user, project_id=project_id, role=Role.DATA_SCIENTIST
         )
-        upload = request.FILES.get("file")
-        if upload is None:
-            return Response(
-                {"detail": "Send the file as multipart field 'file'.", "errors": []},
-                status=status.HTTP_400_BAD_REQUEST,
+
+        def store(path: Path, filename: str, mapping: object) -> Response:
+            result = labeling_services.cases_import(
+                project=access.project,
+                path=path,
+                filename=filename,
+                imported_by=request.user,
+                mapping=mapping,
             )
-        try:
-            mapping = json.loads(request.data.get("mapping") or "null")
-        except ValueError as error:
-            return _refused(f"mapping is not JSON: {error}")
-        with tempfile.NamedTemporaryFile(suffix=Path(upload.name or "").suffix[:10]) as spooled:
-            try:
-                upload_spool(chunks=upload.chunks(), destination=spooled)
-                result = labeling_services.cases_import(
-                    project=access.project,
-                    path=Path(spooled.name),
-                    filename=upload.name or "upload",
-                    imported_by=request.user,
-                    mapping=mapping,
-                )
-            except ImportRejected as rejected:
-                return Response(
-                    {
-                        "detail": rejected.summary(),
-                        "errors": [issue.as_dict() for issue in rejected.issues],
-                        "more_errors": rejected.more,
-                    },
-                    status=status.HTTP_400_BAD_REQUEST,
-                )
-        return Response(
-            {
+            body = {
                 "imported": result.imported,
                 "labels": result.labels,
                 "import_batch": result.batch.pk,
                 "ignored_columns": result.ignored_columns,
-            },
-            status=status.HTTP_201_CREATED,
-        )
+            }
+            return Response(body, status=status.HTTP_201_CREATED)
+
+        return _with_upload(request, store)
+
+
+def _with_upload(request: Request, work) -> Response:
+    """`work(path, filename, mapping)` on the request's uploaded `file`, spooled to disk, with
+    its optional JSON `mapping`; a missing file, bad JSON, a mapping that does not fit the file
+    or a rejected file answer 400 naming the problem."""
+    upload = request.FILES.get("file")
+    if upload is None:
+        return _refused("Send the file as multipart field 'file'.")
+    try:
+        mapping = json.loads(request.data.get("mapping") or "null")
+    except ValueError as error:
+        return _refused(f"mapping is not JSON: {error}")
+    with tempfile.NamedTemporaryFile(suffix=Path(upload.name or "").suffix[:10]) as spooled:
+        try:
+            upload_spool(chunks=upload.chunks(), destination=spooled)
+            return work(Path(spooled.name), upload.name or "upload", mapping)
+        except ImportRejected as rejected:
+            body = {
+                "detail": rejected.summary(),
+                "errors": [issue.as_dict() for issue in rejected.issues],
+                "more_errors": rejected.more,
+            }
+            return Response(body, status=status.HTTP_400_BAD_REQUEST)
+        except MappingError as error:
+            return _refused(str(error))
 
 
 class CaseImportPreviewApi(APIView):
@@ -215,28 +221,9 @@ class CaseImportPreviewApi(APIView):
         """What Casebook makes of a file's columns (types, roles, problems) and the mapping an
         import would use, with `mapping`'s choices applied. Stores nothing."""
         project_get_for_user(user=request.user, project_id=project_id, role=Role.DATA_SCIENTIST)
-        upload = request.FILES.get("file")
-        if upload is None:
-            return _refused("Send the file as multipart field 'file'.")
-        try:
-            mapping = json.loads(request.data.get("mapping") or "null")
-        except ValueError as error:
-            return _refused(f"mapping is not JSON: {error}")
-        with tempfile.NamedTemporaryFile(suffix=Path(upload.name or "").suffix[:10]) as spooled:
-            try:
-                upload_spool(chunks=upload.chunks(), destination=spooled)
-                preview = file_preview(Path(spooled.name), upload.name or "upload", mapping)
-            except ImportRejected as rejected:
-                return Response(
-                    {
-                        "detail": rejected.summary(),
-                        "errors": [issue.as_dict() for issue in rejected.issues],
-                    },
-                    status=status.HTTP_400_BAD_REQUEST,
-                )
-            except MappingError as error:
-                return _refused(str(error))
-        return Response(preview)
+        return _with_upload(
+            request, lambda path, filename, mapping: Response(file_preview(path, filename, mapping))
+        )
 
 
 def _refused(detail: str) -> Response:
