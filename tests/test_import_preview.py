@@ -183,3 +183,57 @@ def test_an_ambiguous_date_left_unanswered_refuses_the_import(data_scientist, cl
     assert answer.json()["errors"][0]["column"] == "Admission date"
     assert "day-month or month-day" in answer.json()["errors"][0]["message"]
     assert not Case.objects.filter(project=project).exists()
+
+
+def test_the_import_page_previews_the_columns_and_imports_with_the_choices(
+    client, data_scientist, clinician
+):
+    from django.urls import reverse
+
+    project = _ward_project(data_scientist, clinician)
+    client.force_login(data_scientist)
+
+    def upload():
+        file = io.BytesIO(WARD_CSV.encode())
+        file.name = "ward.csv"
+        return file
+
+    preview = client.post(
+        reverse("labeling:import_preview", args=[project.pk]),
+        {"file": upload()},
+        headers={"HX-Request": "true"},
+    )
+    assert preview.status_code == 200
+    page = preview.content.decode()
+    assert "day first or month first?" in page and "sex_f_m" in page
+    assert '<option value="Patient ID" selected>' in page
+    assert not Case.objects.filter(project=project).exists()
+
+    fields = {
+        "file": upload(),
+        "mapping": "1",
+        "id_column": "Patient ID",
+        "label_column": "Outcome",
+        "occurred_at_column": "Admission date",
+        "date_format": "%d/%m/%Y",
+        "label-0-value": "recurrence",
+        "label-0-class": "recurrence",
+        "label-1-value": "none",
+        "label-1-class": "no_recurrence",
+        "col-0-name": "",
+        "col-0-type": "ignore",
+        "col-1-name": "Âge",
+        "col-1-type": "number",
+    }
+    imported = client.post(reverse("labeling:import", args=[project.pk]), fields)
+    assert imported.status_code == 200, imported.content.decode()[:2000]
+    assert "Imported <strong>4</strong> cases" in imported.content.decode()
+    cases = {c.external_id: c for c in Case.objects.filter(project=project)}
+    assert cases["P-002"].current_label == "no_recurrence"
+    assert str(cases["P-001"].occurred_at.date()) == "2021-04-03"
+
+    fields["file"], fields["label-1-class"] = upload(), ""  # "none" is no class
+    refused = client.post(reverse("labeling:import", args=[project.pk]), fields)
+    assert refused.status_code == 400
+    assert "not one of the project" in refused.content.decode()
+    assert Case.objects.filter(project=project).count() == 4

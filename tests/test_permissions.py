@@ -57,6 +57,7 @@ ACCESS: dict[str, dict[str, str]] = {
     "labeling:submit": {"POST": CLINICIAN},
     "labeling:skip": {"POST": CLINICIAN},
     "labeling:import": {"GET": DATA_SCIENTIST, "POST": DATA_SCIENTIST},
+    "labeling:import_preview": {"POST": DATA_SCIENTIST},
     "labeling:queue": {"GET": REVIEWER, "POST": REVIEWER},
     "labeling:agreement": {"GET": REVIEWER},
     "labeling:relabel_request": {"POST": REVIEWER},

@@ -9,6 +9,7 @@ urlpatterns = [
     path("<id:project_id>/cases/<id:case_id>/label/", views.label_submit, name="submit"),
     path("<id:project_id>/cases/<id:case_id>/skip/", views.label_skip, name="skip"),
     path("<id:project_id>/import/", views.import_cases, name="import"),
+    path("<id:project_id>/import/preview/", views.import_preview, name="import_preview"),
     path("<id:project_id>/queue/", queue_views.queue_page, name="queue"),
     path("<id:project_id>/agreement/", queue_views.agreement_page, name="agreement"),
     path(

@@ -15,12 +15,14 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import replace_url, trigger_client_event
 
+from apps.cases.columns import MappingError, file_preview
 from apps.cases.importing import ImportRejected
 from apps.cases.models import Case
 from apps.cases.selectors import case_features_dict, case_get_in_project, import_batch_list
 from apps.cases.services import upload_spool
 from apps.features.selectors import derived_for_labeling
 from apps.labeling import selectors, services
+from apps.labeling.import_form import mapping_context, mapping_from_form
 from apps.labeling.models import LabelKind, Lease, TaskKind
 from apps.projects.ids import id_parse
 from apps.projects.models import Role
@@ -256,7 +258,9 @@ def import_cases(request: HttpRequest, project_id: int) -> HttpResponse:
             status = 400
         else:
             try:
-                result = _import_upload(access, request.user, upload)
+                result = _import_upload(
+                    access, request.user, upload, mapping_from_form(request.POST)
+                )
             except ImportRejected as rejected:
                 context["rejected"] = rejected
                 status = 400
@@ -273,7 +277,7 @@ def import_cases(request: HttpRequest, project_id: int) -> HttpResponse:
     return response
 
 
-def _import_upload(access: ProjectAccess, user, upload):
+def _import_upload(access: ProjectAccess, user, upload, mapping: dict | None = None):
     # Uploads are spooled to a named file so pyarrow can stream it in chunks.
     suffix = Path(upload.name or "upload").suffix[:10]
     with tempfile.NamedTemporaryFile(suffix=suffix) as spooled:
@@ -283,7 +287,42 @@ def _import_upload(access: ProjectAccess, user, upload):
             path=Path(spooled.name),
             filename=upload.name or "upload",
             imported_by=user,
+            mapping=mapping,
         )
+
+
+@login_required
+@require_POST
+def import_preview(request: HttpRequest, project_id: int) -> HttpResponse:
+    """The mapping step, inside the import form: what Casebook makes of the chosen file's
+    columns, with selects to change them; the form's Import button then sends file and mapping
+    together (the browser keeps the chosen file, so nothing is stored in between)."""
+    access = project_get_for_user(
+        user=request.user, project_id=project_id, role=Role.DATA_SCIENTIST
+    )
+    upload = request.FILES.get("file")
+    context: dict = {"project": access.project}
+    status = 200
+    if upload is None:
+        context["error"] = "Choose a CSV or Parquet file first."
+        status = 400
+    else:
+        suffix = Path(upload.name or "upload").suffix[:10]
+        with tempfile.NamedTemporaryFile(suffix=suffix) as spooled:
+            upload_spool(chunks=upload.chunks(), destination=spooled)
+            try:
+                preview = file_preview(
+                    Path(spooled.name), upload.name or "upload", mapping_from_form(request.POST)
+                )
+            except ImportRejected as rejected:
+                context["rejected"] = rejected
+                status = 400
+            except MappingError as error:
+                context["error"] = str(error)
+                status = 400
+            else:
+                context.update(mapping_context(preview, list(access.project.classes)))
+    return render(request, "labeling/_import_mapping.html", context, status=status)
 
 
 @login_required

@@ -47,9 +47,13 @@ document.addEventListener("submit", (event) => {
 
 // A form that starts over after it succeeded (the import form): data-reset-on-success.
 // (An event listener rather than hx-on, which the Content Security Policy would block.)
+// Only the form's own request counts: a button inside it posting elsewhere (the import's
+// "Update the preview", whose element is swapped away) must keep the chosen file.
 document.addEventListener("htmx:afterRequest", (event) => {
   const form = event.detail.elt;
-  if (form?.dataset?.resetOnSuccess !== undefined && event.detail.xhr.status === 200) form.reset();
+  if (form?.dataset?.resetOnSuccess === undefined || event.detail.xhr.status !== 200) return;
+  if (event.detail.pathInfo?.requestPath !== form.getAttribute("hx-post")) return;
+  form.reset();
 });
 
 // "Select every case of this page" on the review board: a header checkbox with
