@@ -15,6 +15,7 @@ from rest_framework.test import APIClient
 
 from apps.audit.models import AuditEvent
 from apps.cases.models import Case
+from apps.core import tasks as task_queue
 from apps.labeling.models import CaseScore
 from apps.labeling.services import label_record
 from apps.modeling import services
@@ -251,7 +252,7 @@ def test_a_failed_run_leaves_production_and_scores_untouched(labeled_project, mo
     def crash(*args, **kwargs):
         raise MemoryError("the fit ran out of memory")
 
-    monkeypatch.setattr(services, "train_and_evaluate", crash)
+    monkeypatch.setattr(services.training, "train_and_evaluate", crash)
     run, _ = services.training_run_request(project=labeled_project, trigger=RunTrigger.MANUAL)
     run = services.training_run_execute(run_id=run.pk)
     assert run.status == RunStatus.FAILED and "ran out of memory" in run.error
@@ -695,7 +696,7 @@ def test_the_mender_sends_again_what_a_lost_worker_left_undone(
     ModelVersion.objects.filter(pk=v2.pk).update(predictions_path="")
     Path(v2.predictions_path).unlink()
     sent: list[tuple[str, int]] = []
-    monkeypatch.setattr(services, "_enqueue", lambda task, pk: sent.append((task, pk)) or True)
+    monkeypatch.setattr(task_queue, "task_send", lambda task, pk: sent.append((task, pk)) or True)
     deployment = services.model_version_deploy(version=v2, deployed_by=data_scientist)
     later = timezone.now() + timedelta(minutes=20)  # past the time predicting may take
     services.training_runs_mend(now=later)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from celery import current_app
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -21,6 +22,7 @@ from apps.modeling import services
 from apps.modeling.ml.cancellation import Cancellation
 from apps.modeling.ml.persistence import UntrustedModelFile, file_sha256, model_load, model_save
 from apps.modeling.models import Deployment, ModelVersion, RunStatus, RunTrigger, TrainingRun
+from apps.modeling.services import runs
 from apps.projects.models import Project
 from tests.conftest import make_cases_frame
 
@@ -281,7 +283,7 @@ def test_scheduler_waits_until_there_are_enough_labeled_cases(
 
 def test_queued_runs_are_sent_again_only_when_unsent_or_long_waiting(labeled_project, monkeypatch):
     sent = []
-    monkeypatch.setattr(services.current_app, "send_task", lambda name, args: sent.append(args[0]))
+    monkeypatch.setattr(current_app, "send_task", lambda name, args: sent.append(args[0]))
     run, _ = services.training_run_request(project=labeled_project, trigger=RunTrigger.MANUAL)
     now = timezone.now()
     TrainingRun.objects.filter(pk=run.pk).update(enqueued_at=None)  # the broker was down
@@ -297,7 +299,7 @@ def test_queued_runs_are_sent_again_only_when_unsent_or_long_waiting(labeled_pro
 def test_a_long_fit_keeps_beating_so_it_is_not_taken_for_a_dead_worker(
     labeled_project, monkeypatch
 ):
-    monkeypatch.setattr(services, "HEARTBEAT_SECONDS", 0.05)
+    monkeypatch.setattr(runs, "HEARTBEAT_SECONDS", 0.05)
     run, _ = services.training_run_request(project=labeled_project, trigger=RunTrigger.MANUAL)
     long_ago = timezone.now() - timedelta(minutes=30)
     TrainingRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, heartbeat_at=long_ago)

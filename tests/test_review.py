@@ -4,6 +4,7 @@ filters and pages them, and a reviewer sends them back to clinicians."""
 from __future__ import annotations
 
 import pytest
+from celery import current_app
 from django.urls import reverse
 from rest_framework.test import APIClient
 
@@ -366,9 +367,7 @@ def test_lost_label_issues_are_sent_again_once_due(wdbc, monkeypatch):
 
     _, _, _, version = wdbc
     sent: list = []
-    monkeypatch.setattr(
-        services.current_app, "send_task", lambda name, args: sent.append((name, args))
-    )
+    monkeypatch.setattr(current_app, "send_task", lambda name, args: sent.append((name, args)))
     assert services.label_issues_mend() == []  # just trained: not due yet
     later = timezone.now() + timedelta(minutes=20)
     assert services.label_issues_mend(now=later) == [version.pk]

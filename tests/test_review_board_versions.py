@@ -4,12 +4,14 @@ request), and whose labels they judge (a person's, or a file's)."""
 from __future__ import annotations
 
 import pytest
+from celery import current_app
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from apps.core import tasks as task_queue
 from apps.modeling import services as modeling_services
 from apps.modeling.models import RunStatus, RunTrigger
 from apps.review import selectors, services
@@ -202,12 +204,12 @@ def test_production_without_verdicts_falls_back_to_the_newest_and_says_so(client
     from datetime import timedelta
 
     sent: list = []
-    original = services.current_app.send_task
-    services.current_app.send_task = lambda name, args: sent.append((name, args))
+    original = current_app.send_task
+    current_app.send_task = lambda name, args: sent.append((name, args))
     try:
         services.label_issues_mend(now=timezone.now() + timedelta(minutes=20))
     finally:
-        services.current_app.send_task = original
+        current_app.send_task = original
     assert ("review.find_label_issues", [second.pk]) in sent
     services.label_issues_find(version_id=second.pk)
     page = client.get(reverse("review:board", args=[project.pk]))
@@ -297,7 +299,7 @@ def test_rolling_back_to_a_version_whose_verdicts_were_dropped_judges_it_again(
         services.label_issues_find(version_id=version.pk)
     assert not LabelIssueComputation.objects.filter(model_version=versions[1]).exists()
     sent: list[tuple[str, int]] = []
-    monkeypatch.setattr(modeling_services, "_enqueue", lambda task, pk: sent.append((task, pk)))
+    monkeypatch.setattr(task_queue, "task_send", lambda task, pk: sent.append((task, pk)))
     with django_capture_on_commit_callbacks(execute=True):
         modeling_services.model_version_rollback(
             project=project, deployed_by=users["scientist"], to_version=versions[1]

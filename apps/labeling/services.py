@@ -23,6 +23,7 @@ from apps.cases.importing import ImportIssue, ImportRejected
 from apps.cases.mapping import file_with_mapping
 from apps.cases.models import Case, ImportBatch
 from apps.cases.services import ImportResult, case_import
+from apps.core import tasks as task_queue
 from apps.labeling import selectors, strategies
 from apps.labeling.models import (
     CaseScore,
@@ -987,14 +988,10 @@ def queue_refresh_request(*, project_id: int) -> None:
 
 
 def _enqueue_queue_refresh(project_id: int) -> None:
-    from apps.labeling.tasks import refresh_queue_task
-
-    try:
-        refresh_queue_task.delay(project_id)
-    except Exception:
-        # The broker is down: the beat reconciler refreshes queues whose settings are newer
-        # than their last build, so nothing is forgotten.
-        logger.warning("could not enqueue a queue refresh for project %s", project_id)
+    # By name: no import of the tasks module (which imports this one). When the broker is
+    # down, the beat reconciler refreshes queues whose settings are newer than their last
+    # build, so nothing is forgotten.
+    task_queue.task_send("labeling.refresh_queue", project_id)
 
 
 def _imported_labels_sink(author: User, tally: Counter):

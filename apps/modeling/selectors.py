@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from django.db.models import QuerySet
 
+from apps.cases.selectors import FeatureMatrix
+from apps.features.compute import definitions_from, feature_columns
+from apps.features.expressions import ExpressionError
 from apps.labeling.selectors import label_progress
+from apps.modeling.ml.training import TrainingError, window_select
 from apps.modeling.models import (
     Deployment,
     ModelVersion,
@@ -145,3 +151,87 @@ def project_alerts(*, project: Project) -> list[dict[str, Any]]:
             for alert in report.alerts:
                 alerts.append({**alert, "checked_at": report.created_at})
     return alerts
+
+
+@dataclass
+class TrainingData:
+    """The labeled cases a run trains on, after its window and feature choice."""
+
+    X: np.ndarray
+    y: np.ndarray
+    occurred_at: np.ndarray
+    case_ids: np.ndarray
+    feature_names: list[str]
+    window: dict[str, Any]
+    y_codes: np.ndarray | None = None  # each label's class position, when the snapshot had it
+
+
+def training_data(
+    *,
+    snapshot_case_ids: np.ndarray,
+    snapshot_values: np.ndarray,
+    matrix,
+    params: dict[str, Any],
+    snapshot_codes: np.ndarray | None = None,
+) -> TrainingData:
+    """Cut a label snapshot down to the run's window and features. The same function serves a
+    run and its reproduction, so both see exactly the same rows and columns."""
+    position = np.searchsorted(matrix.case_ids, snapshot_case_ids)
+    if len(position) and (
+        position.max() >= len(matrix.case_ids)
+        or not np.array_equal(matrix.case_ids[position], snapshot_case_ids)
+    ):
+        raise TrainingError("The label snapshot names cases that no longer exist.")
+    derived = definitions_from(params.get("derived") or [])
+    derived_names = [d.name for d in derived]
+    names = list(params.get("features") or [*matrix.feature_names, *derived_names])
+    missing = [n for n in names if n not in matrix.feature_names and n not in derived_names]
+    if missing:
+        raise TrainingError(
+            f"The configuration names unknown features: {', '.join(missing)}. A derived "
+            "feature retired since? Choose the features again on the Models page."
+        )
+    occurred = matrix.occurred_at[position]
+    keep = window_select(occurred, params.get("window_months"))
+    window: dict[str, Any] = {"months": params.get("window_months"), "cases": len(keep)}
+    if params.get("window_months") and len(keep):
+        window["from"] = str(occurred[keep].min())[:10]
+        window["to"] = str(occurred[keep].max())[:10]
+    rows = position[keep]
+    X = run_columns(names=names, derived=params.get("derived") or [], matrix=matrix, rows=rows)
+    return TrainingData(
+        X=X,
+        y=snapshot_values[keep],
+        occurred_at=occurred[keep],
+        case_ids=snapshot_case_ids[keep],
+        feature_names=names,
+        window=window,
+        y_codes=None if snapshot_codes is None else snapshot_codes[keep],
+    )
+
+
+def run_columns(
+    *,
+    names: list[str],
+    derived: list[dict[str, str]],
+    matrix: FeatureMatrix,
+    rows: np.ndarray | None = None,
+) -> np.ndarray:
+    """The matrix a model reads: its features `names` for `rows` of the project's raw matrix
+    (all rows when None), derived ones computed from the definitions the run recorded."""
+    if all(n in matrix.feature_names for n in names):
+        columns = [matrix.feature_names.index(n) for n in names]
+        every_column = columns == list(range(len(matrix.feature_names)))
+        if rows is None:
+            return matrix.values if every_column else matrix.values[:, columns]
+        if every_column and len(rows) and rows[-1] - rows[0] + 1 == len(rows):
+            # Consecutive cases (every case labeled, a window of the newest): a view, no copy.
+            return matrix.values[rows[0] : rows[-1] + 1]
+        # One copy of the rows wanted (and only then of the columns wanted).
+        return matrix.values[rows] if every_column else matrix.values[np.ix_(rows, columns)]
+    try:
+        return feature_columns(
+            names, matrix.values, matrix.feature_names, definitions_from(derived), rows
+        )
+    except ExpressionError as error:
+        raise TrainingError(f"A derived feature cannot be computed: {error}") from error

@@ -11,17 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from celery import current_app
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Subquery
 from django.utils import timezone
-from kombu.exceptions import OperationalError as BrokerError
 
 from apps.accounts.models import User
 from apps.cases import bulk
 from apps.cases.models import Case
 from apps.cases.selectors import case_feature_matrix
+from apps.core import tasks as task_queue
 from apps.labeling.models import LabelTask, TaskKind, TaskStatus
 from apps.labeling.selectors import label_rows_authorship
 from apps.labeling.services import task_open
@@ -320,12 +319,8 @@ def label_issues_mend(*, now=None) -> list[int]:
     )
     due = list(dict.fromkeys([*candidates.values_list("pk", flat=True), *deployed]))
     for version_id in due:
-        try:
-            current_app.send_task("review.find_label_issues", args=[version_id])
-        except (BrokerError, OSError) as error:
-            logger.warning("label issues of version %s not sent: %s", version_id, error)
-            continue
-        sent.append(version_id)
+        if task_queue.task_send("review.find_label_issues", version_id):
+            sent.append(version_id)
     return sent
 
 

@@ -1,0 +1,1 @@
+"""Plumbing the domain apps share (no models): sending Celery tasks."""
