@@ -132,23 +132,27 @@ class ProjectMemberApi(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+# A case file and, optionally, the mapping from its preview (apps/cases/columns.py).
+CASE_FILE_REQUEST = {
+    "multipart/form-data": {
+        "type": "object",
+        "properties": {
+            "file": {"type": "string", "format": "binary"},
+            "mapping": {
+                "type": "string",
+                "description": "The mapping from the preview, as JSON (optional)",
+            },
+        },
+        "required": ["file"],
+    }
+}
+
+
 class CaseImportApi(APIView):
     parser_classes = [MultiPartParser]
 
     @extend_schema(
-        request={
-            "multipart/form-data": {
-                "type": "object",
-                "properties": {
-                    "file": {"type": "string", "format": "binary"},
-                    "mapping": {
-                        "type": "string",
-                        "description": "The mapping from the preview, as JSON (optional)",
-                    },
-                },
-                "required": ["file"],
-            }
-        },
+        request=CASE_FILE_REQUEST,
         responses={201: s.ImportOut, 400: s.ImportErrorOut},
     )
     def post(self, request: Request, project_id: int) -> Response:
@@ -205,16 +209,7 @@ class CaseImportPreviewApi(APIView):
     parser_classes = [MultiPartParser]
 
     @extend_schema(
-        request={
-            "multipart/form-data": {
-                "type": "object",
-                "properties": {
-                    "file": {"type": "string", "format": "binary"},
-                    "mapping": {"type": "string", "description": "The mapping, as JSON"},
-                },
-                "required": ["file"],
-            }
-        },
+        request=CASE_FILE_REQUEST,
         responses={200: s.ImportPreviewOut, 400: s.ImportErrorOut},
     )
     def post(self, request: Request, project_id: int) -> Response:

@@ -37,25 +37,25 @@ def mapping_from_form(post: QueryDict) -> dict | None:
             mapping[field] = post.get(field) or None
     if post.get("date_format"):
         mapping["date_format"] = post["date_format"]
-    columns = {}
-    i = 0
-    while f"col-{i}-name" in post:
-        kind = post.get(f"col-{i}-type", "")
-        if kind:
-            columns[post[f"col-{i}-name"]] = kind
-        i += 1
+    columns = _pairs(post, "col", "name", "type")
     if columns:
         mapping["columns"] = columns
-    labels = {}
-    j = 0
-    while f"label-{j}-value" in post:
-        chosen = post.get(f"label-{j}-class", "")
-        if chosen:
-            labels[post[f"label-{j}-value"]] = chosen
-        j += 1
+    labels = _pairs(post, "label", "value", "class")
     if labels:
         mapping["label_values"] = labels
     return mapping
+
+
+def _pairs(post: QueryDict, prefix: str, key: str, value: str) -> dict[str, str]:
+    """{`<prefix>-<n>-<key>`: `<prefix>-<n>-<value>`} for n = 0, 1, … while present; an empty
+    value is left out (no choice made)."""
+    pairs = {}
+    n = 0
+    while f"{prefix}-{n}-{key}" in post:
+        if post.get(f"{prefix}-{n}-{value}"):
+            pairs[post[f"{prefix}-{n}-{key}"]] = post[f"{prefix}-{n}-{value}"]
+        n += 1
+    return pairs
 
 
 def mapping_context(preview: dict, classes: list[str]) -> dict:
