@@ -137,7 +137,9 @@ class Topology:
         self.manage("load_demo", "--patients", str(self.patients))
         logs = self.workdir / "log"
         logs.mkdir(exist_ok=True)
+        # INFO: a failure's log then shows each task received and each reconnection.
         celery = [PYTHON, "-m", "celery", "-A", "config"]
+        info = ["--loglevel", "INFO"]
         commands = {
             "web": [
                 PYTHON,
@@ -151,10 +153,21 @@ class Topology:
                 "--access-logfile",
                 "-",
             ],
-            "worker-ml": [*celery, "worker", "-Q", "ml", "--concurrency", "1", "-n", "ml@%h"],
+            "worker-ml": [
+                *celery,
+                "worker",
+                *info,
+                "-Q",
+                "ml",
+                "--concurrency",
+                "1",
+                "-n",
+                "ml@%h",
+            ],
             "worker-default": [
                 *celery,
                 "worker",
+                *info,
                 "-Q",
                 "default",
                 "--concurrency",
@@ -162,7 +175,13 @@ class Topology:
                 "-n",
                 "default@%h",
             ],
-            "beat": [*celery, "beat", "--schedule", str(self.workdir / "celerybeat-schedule")],
+            "beat": [
+                *celery,
+                "beat",
+                *info,
+                "--schedule",
+                str(self.workdir / "celerybeat-schedule"),
+            ],
         }
         for name, command in commands.items():
             log = open(logs / f"{name}.log", "w")  # noqa: SIM115  (closed with the process)
